@@ -1,0 +1,117 @@
+"""jsonl question-context pairs -> FunASR batches (registered index and dataset classes).
+
+One line per pair, FunASR's layout plus the question::
+
+    {"key", "source": ctx.wav, "source_len", "target": ctx transcript, "target_len",
+     "question": text}                                  # text question
+    {..., "question_source": q.wav, "question_target": q transcript}   # spoken question
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import torch
+
+from funasr.datasets.audio_datasets.datasets import AudioDataset
+from funasr.datasets.audio_datasets.index_ds import IndexDSJsonlRankFull
+from funasr.register import tables
+from funasr.utils.load_utils import extract_fbank
+
+from funasr_clsr.audio import load_audio
+
+REQUIRED_FIELDS = ("source", "target")
+
+
+def _jsonl_files(path: str) -> list[str]:
+    """A jsonl file, or a list file naming jsonl files (FunASR's convention)."""
+    if path.endswith((".jsonl", ".json")):
+        return [path]
+    with open(path, encoding="utf-8") as fin:
+        return [line.strip() for line in fin if line.strip()]
+
+
+@tables.register("index_ds_classes", "IndexDSJsonlQA")
+class IndexDSJsonlQA(IndexDSJsonlRankFull):
+    """FunASR's jsonl index keeping the question fields (the stock one drops unknown keys)."""
+
+    def __init__(self, path: str, **kwargs):  # noqa: D401 - replaces the parent's reader
+        torch.utils.data.Dataset.__init__(self)
+        self.max_source_length = kwargs.get("max_source_length", 2048)
+        self.min_source_length = kwargs.get("min_source_length", 0)
+        self.max_target_length = kwargs.get("max_target_length", 2048)
+        self.min_target_length = kwargs.get("min_target_length", 0)
+        self.max_token_length = kwargs.get("max_token_length", 1_000_000)
+        check_files = kwargs.get("check_audio_files", True)
+        contents, dropped, missing = [], 0, []
+        for file_json in _jsonl_files(path):
+            if not os.path.isfile(file_json):
+                raise FileNotFoundError(f"data list {file_json} does not exist")
+            with open(file_json, encoding="utf-8") as fin:
+                for lineno, line in enumerate(fin, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        item = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise ValueError(f"{file_json}:{lineno}: not valid JSON ({exc.msg})") from None
+                    absent = [f for f in REQUIRED_FIELDS if f not in item]
+                    if absent:
+                        raise ValueError(f"{file_json}:{lineno}: missing field(s) {absent}")
+                    if "question_source" in item and "question_target" not in item:
+                        raise ValueError(f"{file_json}:{lineno}: question_source needs question_target")
+                    src_len = item.get("source_len", 1)
+                    tgt_len = item.get("target_len", 0)
+                    if not (self.min_source_length <= src_len <= self.max_source_length
+                            and self.min_target_length <= tgt_len <= self.max_target_length
+                            and src_len + tgt_len <= self.max_token_length):
+                        dropped += 1
+                        continue
+                    if check_files:
+                        wavs = [item["source"]] + ([item["question_source"]] if "question_source" in item else [])
+                        bad = [w for w in wavs if not os.path.isfile(w)]
+                        if bad:
+                            missing.append(bad[0])
+                            continue
+                    contents.append(item)
+        if missing:
+            logging.warning("%s: skipped %d pairs whose audio is missing, e.g. %s", path, len(missing),
+                            ", ".join(missing[:3]))
+        if dropped:
+            logging.info("%s: %d pairs outside the configured length limits", path, dropped)
+        if not contents:
+            raise ValueError(f"{path}: no usable pairs (dropped {dropped} by length, {len(missing)} missing audio)")
+        self.contents = contents
+        self.skipped_missing = missing
+        logging.info("%s: %d pairs", path, len(contents))
+
+
+@tables.register("dataset_classes", "AudioQADataset")
+class AudioQADataset(AudioDataset):
+    """AudioDataset that also yields the paired question (text, or speech + transcript)."""
+
+    def _fbank(self, source):
+        wav = torch.from_numpy(load_audio(source, target_sr=self.fs))
+        feats, lengths = extract_fbank(wav, data_type=self.data_type, frontend=self.frontend, is_final=True)
+        return feats[0], lengths
+
+    def __getitem__(self, index):
+        item = self.index_ds[index]
+        speech, speech_lengths = self._fbank(item["source"])
+        ids = self.tokenizer.encode(item["target"])
+        out = {
+            "speech": speech,
+            "speech_lengths": speech_lengths,
+            "text": torch.tensor(ids, dtype=torch.int64),
+            "text_lengths": torch.tensor([len(ids)], dtype=torch.int32),
+        }
+        if "question_source" in item:
+            q_speech, q_lengths = self._fbank(item["question_source"])
+            q_ids = self.tokenizer.encode(item["question_target"])
+            out.update(question_speech=q_speech, question_speech_lengths=q_lengths,
+                       question_text=torch.tensor(q_ids, dtype=torch.int64),
+                       question_text_lengths=torch.tensor([len(q_ids)], dtype=torch.int32))
+        elif "question" in item:
+            out["question"] = item["question"]
+        return out

@@ -1,0 +1,1 @@
+from funasr_clsr.models.clsr.model import CLSR, ModelFormatError  # noqa: F401

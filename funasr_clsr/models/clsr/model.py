@@ -1,0 +1,396 @@
+"""CLSR: end-to-end contrastive language-speech retriever (arXiv 2511.09282).
+
+Speech branch = FunASR's Paraformer (SAN-M encoder, CIF predictor, SAN-M decoder,
+glancing sampler), whose output vocabulary is the text encoder's WordPiece
+vocabulary (or a subset of its rows). The VQ adaptor turns the decoder's token
+posteriors into the text encoder's input embeddings with a straight-through
+argmax, and a frozen BERT-like text encoder (BGE) embeds them, so speech lands in
+the same space as text questions.
+
+    L = (1 - a - b) * L_ASR + a * L_MAE + b * L_NCE,   a = b = 1/3
+    L_ASR = label-smoothed CE (+ ctc) + mwer_weight * MWER
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from funasr.metrics.compute_acc import th_accuracy
+from funasr.models.paraformer.model import Paraformer
+from funasr.models.transformer.utils.add_sos_eos import add_sos_eos
+from funasr.models.transformer.utils.nets_utils import make_pad_mask
+from funasr.register import tables
+from funasr.train_utils.device_funcs import force_gatherable
+
+from funasr_clsr.models.clsr.losses import mwer_negative_sampling, symmetric_info_nce
+from funasr_clsr.models.clsr.vq import VQAdaptor
+from funasr_clsr.text_encoder import TextEncoder
+from funasr_clsr.tokenizer import WordPieceTokenizer, read_token_list
+from funasr_clsr.version import MODEL_FORMAT_VERSION
+
+
+class ModelFormatError(ValueError):
+    """A model directory written by an incompatible funasr_clsr version."""
+
+
+@tables.register("model_classes", "CLSR")
+class CLSR(Paraformer):
+    def __init__(
+        self,
+        text_encoder_conf: dict | None = None,
+        vq_gamma: float = 0.1,
+        use_vq: bool = True,
+        mae_weight: float = 1.0 / 3,
+        nce_weight: float = 1.0 / 3,
+        nce_temperature: float = 0.02,
+        nce_logits: str = "acoustic",
+        mwer_weight: float = 0.0,
+        mwer_paths: int = 4,
+        freeze_text_encoder: bool = True,
+        freeze_speech_branch: bool = False,
+        clsr_format_version: int | None = None,
+        tokenizer=None,
+        token_list=None,
+        model_path: str | None = None,
+        **kwargs,
+    ):
+        if clsr_format_version is not None and int(clsr_format_version) != MODEL_FORMAT_VERSION:
+            raise ModelFormatError(
+                f"model directory {model_path or ''} has CLSR format version {clsr_format_version}, "
+                f"this funasr_clsr reads version {MODEL_FORMAT_VERSION}: re-export it with a matching release")
+        tokens = self._tokens(tokenizer, token_list)
+        ids = {t: i for i, t in enumerate(tokens)}
+        kwargs["vocab_size"] = len(tokens)
+        # BERT specials play Paraformer's roles: [PAD] is CTC blank, [CLS]/[SEP] are sos/eos.
+        kwargs["blank_id"], kwargs["sos"], kwargs["eos"] = ids["[PAD]"], ids["[CLS]"], ids["[SEP]"]
+        kwargs.setdefault("ignore_id", -1)
+        # The sampler's target embeddings are the output layer's rows (paper, Sec. Sampler).
+        kwargs.setdefault("share_embedding", True)
+        super().__init__(**kwargs)
+        if not 0.0 <= mae_weight + nce_weight <= 1.0:
+            raise ValueError(f"mae_weight + nce_weight must be in [0, 1], got {mae_weight} + {nce_weight}")
+        if nce_logits not in ("acoustic", "sampled"):
+            raise ValueError(f"nce_logits must be 'acoustic' or 'sampled', not {nce_logits!r}")
+        self.asr_weight = 1.0 - mae_weight - nce_weight
+        self.mae_weight = mae_weight
+        self.nce_weight = nce_weight
+        self.nce_temperature = nce_temperature
+        self.nce_logits = nce_logits
+        self.mwer_weight = mwer_weight
+        self.mwer_paths = mwer_paths
+        self.use_vq = use_vq
+        self.freeze_text_encoder = freeze_text_encoder
+        self.freeze_speech_branch = freeze_speech_branch
+        self.asr_tokenizer = tokenizer if isinstance(tokenizer, WordPieceTokenizer) else WordPieceTokenizer(tokens)
+        # kept out of the module tree: the frontend is not part of model.pt
+        self.__dict__["frontend"] = kwargs.get("frontend")
+
+        self.text_encoder = None
+        if text_encoder_conf:
+            self.text_encoder = TextEncoder(base_dir=model_path, **dict(text_encoder_conf))
+            self.register_buffer("text_ids", self._map_to_text_encoder(tokens, model_path), persistent=False)
+            self.vq = VQAdaptor(vq_gamma)
+            if not use_vq:  # ablation "w/o VQ": decoder hidden states -> linear map -> text encoder
+                self.hidden_proj = nn.Linear(self.decoder.output_layer.in_features, self.text_encoder.hidden_size)
+            if freeze_text_encoder:
+                self.text_encoder.requires_grad_(False)
+        elif nce_weight > 0:
+            raise ValueError("nce_weight > 0 needs a text encoder: set model_conf.text_encoder_conf.path")
+        if freeze_speech_branch:
+            for name, param in self.named_parameters():
+                if not name.startswith("text_encoder."):
+                    param.requires_grad_(False)
+        self.train(self.training)
+
+    # ------------------------------------------------------------------ set-up
+    @staticmethod
+    def _tokens(tokenizer, token_list) -> list[str]:
+        if tokenizer is not None and hasattr(tokenizer, "token_list"):
+            return list(tokenizer.token_list)
+        if token_list is not None:
+            return read_token_list(token_list)
+        raise ValueError("CLSR needs its token list: set tokenizer_conf.token_list (tokens.txt)")
+
+    def _map_to_text_encoder(self, tokens: list[str], model_path) -> torch.Tensor:
+        """Row of W_te for every output token; refuses a vocabulary the text encoder lacks."""
+        te_ids = self.text_encoder.tokenizer.token2id
+        missing = [t for t in tokens if t not in te_ids]
+        if missing:
+            raise ValueError(
+                f"{len(missing)} of {len(tokens)} tokens in the model's token list (e.g. {missing[:5]}) are not in "
+                f"the text encoder's vocabulary ({self.text_encoder.folder}/vocab.txt): the token list and the "
+                f"text encoder do not belong together{' in ' + str(model_path) if model_path else ''}")
+        return torch.tensor([te_ids[t] for t in tokens], dtype=torch.long)
+
+    def train(self, mode: bool = True):
+        """FunASR's trainer calls train() every epoch; frozen parts stay in eval mode (no dropout)."""
+        super().train(mode)
+        if self.text_encoder is not None and self.freeze_text_encoder:
+            self.text_encoder.eval()
+        if self.freeze_speech_branch:
+            for name, child in self.named_children():
+                if name != "text_encoder":
+                    child.eval()
+        return self
+
+    def on_pretrained_model_loaded(self, loaded_keys: frozenset) -> None:
+        """Report what an init checkpoint (e.g. a Paraformer with another vocabulary) did not cover."""
+        own = [k for k in self.state_dict() if not k.startswith("text_encoder.")]
+        fresh = [k for k in own if k not in loaded_keys]
+        if fresh:
+            logging.warning("speech branch: %d of %d tensors loaded from the checkpoint; re-initialised "
+                            "(vocabulary/shape mismatch or absent): %s", len(own) - len(fresh), len(own),
+                            ", ".join(fresh[:12]) + (" ..." if len(fresh) > 12 else ""))
+
+    @property
+    def text_embedding_matrix(self) -> torch.Tensor:
+        """W_te restricted to the ASR output vocabulary: (V_asr, H)."""
+        weight = self.text_encoder.word_embeddings
+        return weight.index_select(0, self.text_ids)
+
+    # ------------------------------------------------------------------ pieces
+    def _require_text_encoder(self):
+        if self.text_encoder is None:
+            raise RuntimeError("this CLSR model has no text encoder (an ASR-only checkpoint); "
+                               "it can transcribe but not embed")
+
+    def text_like_embeddings(self, logits: torch.Tensor, hidden: torch.Tensor | None,
+                             lengths: torch.Tensor):
+        """[CLS] + VQ(posteriors) + [SEP] as ``inputs_embeds`` with its attention mask.
+
+        logits/hidden: (B, N, V)/(B, N, D) decoder outputs; lengths: (B,) tokens to keep.
+        """
+        te = self.text_encoder
+        limit = te.max_length - 2
+        if int(lengths.max()) > limit:
+            logging.warning("speech gives %d tokens, truncated to the text encoder's limit of %d",
+                            int(lengths.max()), limit)
+        lengths = lengths.clamp(max=limit)
+        width = int(lengths.max()) if lengths.numel() else 0
+        logits = logits[:, :width]
+        if self.use_vq:
+            body = self.vq(logits, self.text_embedding_matrix)
+        else:
+            body = self.hidden_proj(hidden[:, :width])
+        bsz = body.size(0)
+        valid = torch.arange(width, device=body.device)[None, :] < lengths[:, None]
+        body = body * valid.unsqueeze(-1).to(body.dtype)
+        w = te.word_embeddings
+        cls_row = w[te.tokenizer.cls_id].to(body.dtype)
+        sep_row = w[te.tokenizer.sep_id].to(body.dtype)
+        seq = torch.cat([cls_row.expand(bsz, 1, -1), body, body.new_zeros(bsz, 1, body.size(-1))], dim=1)
+        positions = torch.arange(width + 2, device=body.device)[None, :]
+        sep_at = (positions == (lengths + 1)[:, None]).unsqueeze(-1).to(body.dtype)
+        seq = seq + sep_at * sep_row
+        mask = positions < (lengths + 2)[:, None]
+        return seq, mask
+
+    def _decode_pass(self, enc, enc_lens, token_embeds, token_lens):
+        """(logits, hidden) of one decoder pass (funasr returns both only with return_hidden too)."""
+        logits, hidden, _ = self.decoder(enc, enc_lens, token_embeds, token_lens, return_hidden=True, return_both=True)
+        return logits, hidden
+
+    def _embed_from_decoder(self, logits, hidden, lengths) -> torch.Tensor:
+        seq, mask = self.text_like_embeddings(logits, hidden, lengths)
+        return self.text_encoder.forward_embeds(seq, mask)
+
+    def _speech_branch(self, speech, speech_lengths, text, text_lengths, want_embedding: bool):
+        """ASR losses for one batch of utterances, and (optionally) their retrieval vectors."""
+        if speech_lengths.dim() > 1:
+            speech_lengths = speech_lengths[:, 0]
+        if text_lengths.dim() > 1:
+            text_lengths = text_lengths[:, 0]
+        enc, enc_lens = self.encode(speech, speech_lengths)
+        out = {}
+        if self.ctc_weight > 0.0:
+            out["loss_ctc"], _ = self._calc_ctc_loss(enc, enc_lens, text, text_lengths)
+        ys, ys_lens = text, text_lengths
+        if self.predictor_bias == 1:
+            _, ys = add_sos_eos(ys, self.sos, self.eos, self.ignore_id)
+            ys_lens = ys_lens + 1
+        enc_mask = (~make_pad_mask(enc_lens, maxlen=enc.size(1))[:, None, :]).to(enc.device)
+        acoustic, token_num, _, _ = self.predictor(enc, ys, enc_mask, ignore_id=self.ignore_id)
+
+        acoustic_logits = acoustic_hidden = None
+        if self.sampling_ratio > 0.0:
+            semantic, first_pass = self.sampler(enc, enc_lens, ys, ys_lens, acoustic)
+        else:
+            semantic, first_pass = acoustic, None
+        logits, hidden = self._decode_pass(enc, enc_lens, semantic, ys_lens)
+        if self.sampling_ratio == 0.0:
+            acoustic_logits, acoustic_hidden = logits, hidden
+        if want_embedding:
+            if self.nce_logits == "sampled":
+                acoustic_logits, acoustic_hidden = logits, hidden
+            elif acoustic_logits is None:
+                # what inference sees: the pure CIF embeddings, with gradient (the sampler's pass has none)
+                acoustic_logits, acoustic_hidden = self._decode_pass(enc, enc_lens, acoustic, ys_lens)
+            out["embedding"] = self._embed_from_decoder(acoustic_logits, acoustic_hidden,
+                                                        ys_lens - self.predictor_bias)
+        loss_ce = self.criterion_att(logits, ys)
+        loss_asr = loss_ce
+        if self.mwer_weight > 0:
+            out["loss_mwer"] = mwer_negative_sampling(logits, ys, self.ignore_id, self.mwer_paths)
+            loss_asr = loss_asr + self.mwer_weight * out["loss_mwer"]
+        if "loss_ctc" in out:
+            loss_asr = self.ctc_weight * out["loss_ctc"] + (1 - self.ctc_weight) * loss_asr
+        acc_logits = first_pass if first_pass is not None else logits
+        out.update(loss_asr=loss_asr, loss_att=loss_ce,
+                   loss_pre=self.criterion_pre(ys_lens.type_as(token_num), token_num),
+                   acc=th_accuracy(acc_logits.reshape(-1, self.vocab_size), ys, ignore_label=self.ignore_id),
+                   tokens=(ys_lens.sum()))
+        return out
+
+    # ----------------------------------------------------------------- training
+    def forward(self, speech, speech_lengths, text, text_lengths, question=None,
+                question_speech=None, question_speech_lengths=None, question_text=None,
+                question_text_lengths=None, **kwargs):
+        """One training step: ASR (+MAE) on every utterance, InfoNCE between paired questions and contexts.
+
+        Text questions arrive as ``question`` (list of str); spoken questions as
+        ``question_speech``/``question_speech_lengths`` with their transcripts in
+        ``question_text``/``question_text_lengths`` (padded ids) for the ASR loss.
+        """
+        batch_size = speech.shape[0]
+        want_nce = self.nce_weight > 0 and (question is not None or question_speech is not None)
+        ctx = self._speech_branch(speech, speech_lengths, text, text_lengths, want_nce)
+        parts = [ctx]
+        q_vec = None
+        if question_speech is not None:
+            if question_text is None:
+                raise ValueError("spoken questions need their transcripts (question_target) for the ASR loss")
+            q = self._speech_branch(question_speech, question_speech_lengths, question_text,
+                                    question_text_lengths, want_nce)
+            parts.append(q)
+            q_vec = q.get("embedding")
+        elif want_nce:
+            ids, mask = self.text_encoder.tokenize(list(question), is_query=True)
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_text_encoder):
+                q_vec = self.text_encoder.forward_ids(ids, mask)
+
+        total_tokens = sum(p["tokens"] for p in parts)
+        # token-weighted mean over context and (spoken) question utterances
+        loss_asr = sum(p["loss_asr"] * p["tokens"] for p in parts) / total_tokens
+        loss_mae = sum(p["loss_pre"] * p["tokens"] for p in parts) / total_tokens
+        loss = self.asr_weight * loss_asr + self.mae_weight * loss_mae
+        stats = {"loss_asr": loss_asr.detach(), "loss_att": ctx["loss_att"].detach(),
+                 "loss_pre": loss_mae.detach(), "acc": ctx["acc"], "batch_size": batch_size}
+        if "loss_mwer" in ctx:
+            stats["loss_mwer"] = ctx["loss_mwer"].detach()
+        if "loss_ctc" in ctx:
+            stats["loss_ctc"] = ctx["loss_ctc"].detach()
+        if want_nce:
+            loss_nce = symmetric_info_nce(q_vec, ctx["embedding"], self.nce_temperature)
+            loss = loss + self.nce_weight * loss_nce
+            stats["loss_nce"] = loss_nce.detach()
+            with torch.no_grad():
+                sims = q_vec @ ctx["embedding"].t()
+                stats["r1_q2c"] = (sims.argmax(1) == torch.arange(batch_size, device=sims.device)).float().mean()
+        stats["loss"] = loss.detach()
+        weight = total_tokens if self.length_normalized_loss else batch_size
+        return force_gatherable((loss, stats, weight), loss.device)
+
+    # ---------------------------------------------------------------- inference
+    def _features(self, inputs: Sequence, sample_rate: int | None = None):
+        """fbank features for wav paths / arrays, with the model's own frontend."""
+        from funasr.utils.load_utils import extract_fbank
+
+        from funasr_clsr.audio import is_silent, load_audio
+
+        if self.frontend is None:
+            raise RuntimeError("model has no frontend; load it with funasr.AutoModel(model=DIR)")
+        if isinstance(inputs, (str, bytes)) or (hasattr(inputs, "ndim") and getattr(inputs, "ndim") == 1):
+            inputs = [inputs]
+        wavs = []
+        for item in inputs:
+            wav = load_audio(item, sample_rate=sample_rate, target_sr=self.frontend.fs)
+            if is_silent(wav):
+                logging.warning("input %s is silent; its embedding carries no content",
+                                item if isinstance(item, str) else "<array>")
+            wavs.append(torch.from_numpy(wav))
+        feats, lengths = extract_fbank(wavs, data_type="sound", frontend=self.frontend)
+        return feats, lengths, sum(len(w) for w in wavs) / self.frontend.fs
+
+    @torch.no_grad()
+    def _decode(self, feats, lengths):
+        """Posteriors on the CIF embeddings (no sampler at inference) and tokens per utterance."""
+        device = next(self.parameters()).device
+        enc, enc_lens = self.encode(feats.to(device), lengths.to(device))
+        if isinstance(enc, tuple):
+            enc = enc[0]
+        acoustic, token_num, _, _ = self.calc_predictor(enc, enc_lens)
+        token_num = token_num.round().long().clamp(min=0)
+        if acoustic.size(1) == 0:
+            acoustic = enc.new_zeros(enc.size(0), 1, enc.size(-1))
+        logits, hidden = self._decode_pass(enc, enc_lens, acoustic, token_num.clamp(min=1))
+        n_text = (token_num - self.predictor_bias).clamp(min=0, max=logits.size(1))
+        return logits, hidden, n_text
+
+    def _ids(self, logits, n_text) -> list[list[int]]:
+        ids = logits.argmax(-1).tolist()
+        drop = {self.blank_id, self.sos, self.eos}
+        return [[t for t in row[:n] if t not in drop] for row, n in zip(ids, n_text.tolist())]
+
+    @torch.no_grad()
+    def encode_speech(self, inputs, batch_size: int = 8, sample_rate: int | None = None,
+                      return_text: bool = False):
+        """(B, D) unit vectors for wav paths or 16 kHz float arrays (any rate with ``sample_rate``)."""
+        self._require_text_encoder()
+        if isinstance(inputs, (str, bytes)) or hasattr(inputs, "ndim"):
+            inputs = [inputs]
+        vecs, texts = [], []
+        for start in range(0, len(inputs), batch_size):
+            feats, lengths, _ = self._features(inputs[start:start + batch_size], sample_rate)
+            logits, hidden, n_text = self._decode(feats, lengths)
+            vecs.append(self._embed_from_decoder(logits, hidden, n_text.to(logits.device)))
+            if return_text:
+                texts.extend(self.asr_tokenizer.decode(ids) for ids in self._ids(logits, n_text))
+        out = torch.cat(vecs)
+        return (out, texts) if return_text else out
+
+    @torch.no_grad()
+    def encode_text(self, texts: Sequence[str], is_query: bool = True, batch_size: int = 64) -> torch.Tensor:
+        """(B, D) unit vectors for text (questions, or clean transcripts with is_query=False)."""
+        self._require_text_encoder()
+        if isinstance(texts, str):
+            texts = [texts]
+        return self.text_encoder.encode(list(texts), is_query=is_query, batch_size=batch_size)
+
+    @torch.no_grad()
+    def transcribe(self, inputs, batch_size: int = 8, sample_rate: int | None = None) -> list[str]:
+        if isinstance(inputs, (str, bytes)) or hasattr(inputs, "ndim"):
+            inputs = [inputs]
+        texts = []
+        for start in range(0, len(inputs), batch_size):
+            feats, lengths, _ = self._features(inputs[start:start + batch_size], sample_rate)
+            logits, _, n_text = self._decode(feats, lengths)
+            texts.extend(self.asr_tokenizer.decode(ids) for ids in self._ids(logits, n_text))
+        return texts
+
+    @torch.no_grad()
+    def inference(self, data_in, data_lengths=None, key: list | None = None, tokenizer=None,
+                  frontend=None, **kwargs):
+        """FunASR entry point: ``AutoModel.generate(input=wav)`` -> transcript + embedding per input."""
+        if frontend is not None:
+            self.__dict__["frontend"] = frontend
+        t0 = time.perf_counter()
+        feats, lengths, seconds = self._features(data_in, kwargs.get("fs"))
+        t1 = time.perf_counter()
+        logits, hidden, n_text = self._decode(feats, lengths)
+        keys = key or [f"utt{i}" for i in range(feats.size(0))]
+        results = []
+        vecs = None
+        if self.text_encoder is not None:
+            vecs = self._embed_from_decoder(logits, hidden, n_text.to(logits.device)).cpu().numpy()
+        for i, ids in enumerate(self._ids(logits, n_text)):
+            item = {"key": keys[i], "text": self.asr_tokenizer.decode(ids), "token_int": ids}
+            if vecs is not None:
+                item["embedding"] = vecs[i]
+            results.append(item)
+        meta = {"load_data": f"{t1 - t0:0.3f}", "batch_data_time": max(seconds, 1e-6)}
+        return results, meta
