@@ -1,0 +1,34 @@
+"""Shared fixtures (helpers live in clsr_testing.py so tests can import them)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from clsr_testing import CONTEXTS, QUESTIONS, TINY_TE, tone_speech
+
+
+@pytest.fixture(scope="session")
+def tiny_te_dir() -> Path:
+    return TINY_TE
+
+
+@pytest.fixture(scope="session")
+def pair_dir(tmp_path_factory) -> Path:
+    """Eight synthetic pairs on disk + jsonl files for text and spoken questions."""
+    import soundfile as sf
+
+    root = tmp_path_factory.mktemp("pairs")
+    text_lines, speech_lines = [], []
+    for i, (ctx, q) in enumerate(zip(CONTEXTS, QUESTIONS)):
+        ctx_wav, q_wav = root / f"ctx{i}.wav", root / f"q{i}.wav"
+        sf.write(ctx_wav, tone_speech(ctx, seed=i), 16000)
+        sf.write(q_wav, tone_speech(q, seed=100 + i), 16000)
+        base = {"key": f"pair{i}", "source": str(ctx_wav), "source_len": 100, "target": ctx,
+                "target_len": len(ctx.split())}
+        text_lines.append({**base, "question": q})
+        speech_lines.append({**base, "question_source": str(q_wav), "question_target": q})
+    for name, lines in (("text_q.jsonl", text_lines), ("speech_q.jsonl", speech_lines)):
+        (root / name).write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return root

@@ -1,0 +1,289 @@
+"""CLSR model: registration, save/load round trip, frozen text encoder, sampler, learning, bad input."""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from clsr_testing import CONTEXTS, QUESTIONS, TINY_TE, build_tiny, tiny_config, tone_speech
+
+
+@pytest.fixture(scope="module")
+def cmvn(pair_dir):
+    out = pair_dir / "am.mvn"
+    if not out.exists():
+        subprocess.run([sys.executable, "-m", "funasr_clsr.bin.compute_cmvn", "--jsonl",
+                        str(pair_dir / "speech_q.jsonl"), "--out", str(out)], check=True, capture_output=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny(cmvn):
+    return build_tiny(frontend_cmvn=cmvn)
+
+
+def _batch(am, jsonl):
+    from funasr_clsr.datasets.qa_dataset import AudioQADataset
+
+    ds = AudioQADataset(str(jsonl), index_ds="IndexDSJsonlQA", frontend=am.kwargs["frontend"],
+                        tokenizer=am.kwargs["tokenizer"])
+    return ds.collator([ds[i] for i in range(len(ds))])
+
+
+def test_importing_registers_everything():
+    import funasr_clsr  # noqa: F401
+    from funasr.register import tables
+
+    assert tables.model_classes["CLSR"].__name__ == "CLSR"
+    assert "WordPieceTokenizer" in tables.tokenizer_classes
+    assert "AudioQADataset" in tables.dataset_classes
+    assert "IndexDSJsonlQA" in tables.index_ds_classes
+
+
+def test_uses_funasr_components_and_bert_special_ids(tiny):
+    from funasr.models.paraformer.model import Paraformer
+    from funasr.register import tables
+
+    m = tiny.model
+    assert isinstance(m, Paraformer)
+    assert type(m.encoder) is tables.encoder_classes["SANMEncoder"]
+    assert type(m.predictor) is tables.predictor_classes["CifPredictorV2"]
+    assert type(m.decoder) is tables.decoder_classes["ParaformerSANMDecoder"]
+    tok = m.asr_tokenizer
+    assert (m.blank_id, m.sos, m.eos) == (tok.pad_id, tok.cls_id, tok.sep_id)
+    assert m.decoder.output_layer.out_features == len(tok.token_list)
+    assert m.decoder.embed is None  # sampler embeddings come from the output layer
+
+
+def test_export_and_automodel_round_trip(tiny, cmvn, pair_dir, tmp_path):
+    from funasr import AutoModel
+    from funasr_clsr.export import export_model_dir
+
+    m = tiny.model.eval()
+    wavs = [str(pair_dir / f"ctx{i}.wav") for i in range(3)]
+    before_speech = m.encode_speech(wavs)
+    before_text = m.encode_text(QUESTIONS[:3])
+    before_asr = m.transcribe(wavs)
+    out = export_model_dir(tiny_config(cmvn), m, tmp_path / "model")
+    assert {p.name for p in out.iterdir()} >= {"config.yaml", "model.pt", "tokens.txt", "am.mvn",
+                                              "text_encoder", "configuration.json"}
+    assert str(tmp_path) not in (out / "config.yaml").read_text()  # no absolute paths
+    for variant in ("with configuration.json", "config.yaml only"):
+        if variant == "config.yaml only":
+            (out / "configuration.json").unlink()
+        loaded = AutoModel(model=str(out), device="cpu", disable_update=True, log_level="ERROR").model
+        assert type(loaded).__name__ == "CLSR"
+        assert torch.allclose(loaded.encode_speech(wavs), before_speech, atol=1e-5), variant
+        assert torch.allclose(loaded.encode_text(QUESTIONS[:3]), before_text, atol=1e-6), variant
+        assert loaded.transcribe(wavs) == before_asr
+    res = AutoModel(model=str(out), device="cpu", disable_update=True, log_level="ERROR").generate(input=wavs[0])
+    assert res[0]["text"] == before_asr[0]
+    assert np.allclose(res[0]["embedding"], before_speech[0].numpy(), atol=1e-5)
+
+
+def test_frozen_text_encoder_gets_no_gradient_but_passes_it_through(tiny, pair_dir):
+    m = build_tiny(frontend_cmvn=pair_dir / "am.mvn").model
+    m.train()
+    assert not m.text_encoder.training  # the trainer's train() must not enable its dropout
+    assert all(not p.requires_grad for p in m.text_encoder.parameters())
+    m.asr_weight, m.mae_weight, m.nce_weight = 0.0, 0.0, 1.0  # L_NCE alone
+    before = {k: v.clone() for k, v in m.text_encoder.state_dict().items()}
+    opt = torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=1e-2)
+    batch = _batch(tiny, pair_dir / "text_q.jsonl")
+    loss, stats, _ = m(**batch)
+    assert "loss_nce" in stats
+    opt.zero_grad()
+    loss.backward()
+    assert all(p.grad is None for p in m.text_encoder.parameters())
+    out_grad = m.decoder.output_layer.weight.grad
+    assert out_grad is not None and out_grad.abs().sum() > 0  # reached through the VQ adaptor
+    assert m.encoder.encoders0[0].self_attn.linear_out.weight.grad.abs().sum() > 0
+    opt.step()
+    after = m.text_encoder.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_sampler_swaps_in_output_layer_rows(tiny):
+    m = build_tiny(sampling_ratio=1.0).model.eval()
+    torch.manual_seed(0)
+    enc = torch.randn(2, 20, 64)
+    enc_lens = torch.tensor([20, 15])
+    ys = torch.tensor([[7, 8, 9, 10], [11, 12, 13, -1]])
+    ys_lens = torch.tensor([4, 3])
+    acoustic = torch.randn(2, 4, 64)
+    mixed, _ = m.sampler(enc, enc_lens, ys, ys_lens, acoustic)
+    rows = m.decoder.output_layer.weight
+    swapped = 0
+    for b in range(2):
+        for i in range(int(ys_lens[b])):
+            if torch.allclose(mixed[b, i], acoustic[b, i]):
+                continue
+            assert torch.allclose(mixed[b, i], rows[ys[b, i]]), (b, i)
+            swapped += 1
+        assert torch.all(mixed[b, int(ys_lens[b]):] == 0)
+    assert swapped > 0  # an untrained decoder gets tokens wrong, so ratio 1.0 must swap some
+
+
+def _train(am, batch, steps, lr):
+    m = am.model
+    opt = torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=lr)
+    nce = []
+    for _ in range(steps):
+        m.train()
+        loss, stats, _ = m(**batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        nce.append(float(stats["loss_nce"]))
+    m.eval()
+    return nce
+
+
+def _r1(q, c) -> float:
+    return float((( q @ c.t()).argmax(1) == torch.arange(len(q))).float().mean())
+
+
+@pytest.mark.parametrize("question_kind", ["text", "speech"])
+def test_joint_training_learns_to_retrieve_eight_pairs(pair_dir, cmvn, question_kind):
+    am = build_tiny(frontend_cmvn=cmvn, nce_temperature=0.05)
+    m = am.model
+    contexts = [str(pair_dir / f"ctx{i}.wav") for i in range(8)]
+    if question_kind == "text":
+        # precondition: the frozen (random) text encoder separates the clean texts
+        assert _r1(m.encode_text(QUESTIONS), m.encode_text(CONTEXTS, is_query=False)) == 1.0
+    batch = _batch(am, pair_dir / f"{question_kind}_q.jsonl")
+    nce = _train(am, batch, steps=50 if question_kind == "text" else 100, lr=4e-3)
+    assert np.mean(nce[-5:]) < 0.6 * np.mean(nce[:3]), nce
+    c = m.encode_speech(contexts)
+    q = m.encode_text(QUESTIONS) if question_kind == "text" else \
+        m.encode_speech([str(pair_dir / f"q{i}.wav") for i in range(8)])
+    assert _r1(q, c) == 1.0
+
+
+def test_ablation_without_vq_trains_a_linear_bridge(pair_dir, cmvn):
+    am = build_tiny(frontend_cmvn=cmvn, use_vq=False)
+    m = am.model
+    loss, stats, _ = m(**_batch(am, pair_dir / "text_q.jsonl"))
+    loss.backward()
+    assert m.hidden_proj.weight.grad.abs().sum() > 0
+    assert m.encode_speech([str(pair_dir / "ctx0.wav")]).shape == (1, m.text_encoder.hidden_size)
+
+
+def test_trainable_text_encoder_switch(pair_dir, cmvn):
+    am = build_tiny(frontend_cmvn=cmvn, freeze_text_encoder=False)
+    m = am.model.train()
+    assert m.text_encoder.training
+    loss, _, _ = m(**_batch(am, pair_dir / "text_q.jsonl"))
+    loss.backward()
+    assert m.text_encoder.model.encoder.layer[0].attention.self.query.weight.grad is not None
+
+
+def test_subset_vocabulary_maps_rows_back_to_the_text_encoder(tmp_path, cmvn, pair_dir):
+    from funasr_clsr.bin.make_tokens import main as make_tokens
+
+    tokens = tmp_path / "tokens.txt"
+    make_tokens(["--text-encoder", str(TINY_TE), "--out", str(tokens), "--subset-from",
+                 str(pair_dir / "text_q.jsonl")])
+    subset = tokens.read_text().split()
+    full = (TINY_TE / "vocab.txt").read_text().split()
+    assert len(subset) < len(full)
+    from funasr import AutoModel
+
+    cfg = tiny_config(cmvn)
+    cfg["tokenizer_conf"]["token_list"] = str(tokens)
+    m = AutoModel(**cfg, device="cpu", disable_update=True, log_level="ERROR").model
+    assert m.decoder.output_layer.out_features == len(subset)
+    w = m.text_encoder.word_embeddings
+    for i, tok in enumerate(subset):
+        assert torch.equal(m.text_embedding_matrix[i], w[full.index(tok)])
+    assert m.encode_speech([str(pair_dir / "ctx0.wav")]).shape[0] == 1
+
+
+# ------------------------------------------------------------------ bad input
+def test_bad_audio_inputs(tiny, tmp_path, pair_dir):
+    from funasr_clsr.audio import AudioError
+
+    m = tiny.model.eval()
+    with pytest.raises(FileNotFoundError, match="missing.wav"):
+        m.encode_speech([str(tmp_path / "missing.wav")])
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    with pytest.raises(AudioError, match="corrupt.wav"):
+        m.encode_speech([str(corrupt)])
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros(0, np.float32), 16000)
+    with pytest.raises(AudioError, match="empty"):
+        m.transcribe([str(empty)])
+
+
+def test_other_rates_and_channels_are_converted(tiny, tmp_path):
+    import librosa
+
+    m = tiny.model.eval()
+    wav16 = tone_speech(CONTEXTS[0])
+    ref = m.encode_speech([wav16])
+    wav8 = librosa.resample(wav16, orig_sr=16000, target_sr=8000)
+    sf.write(tmp_path / "a8k.wav", wav8, 8000)
+    sf.write(tmp_path / "stereo.wav", np.stack([wav16, wav16], axis=1), 16000)
+    stereo = m.encode_speech([str(tmp_path / "stereo.wav")])
+    assert torch.allclose(stereo, ref, atol=1e-4)
+    low = m.encode_speech([str(tmp_path / "a8k.wav")])
+    assert low.shape == ref.shape and torch.isfinite(low).all()
+    assert torch.allclose(m.encode_speech([wav8], sample_rate=8000), low, atol=1e-5)
+
+
+def test_silent_audio_warns_but_embeds(tiny, caplog):
+    with caplog.at_level(logging.WARNING):
+        vec = tiny.model.encode_speech([np.zeros(16000, np.float32)])
+    assert "silent" in caplog.text
+    assert torch.isfinite(vec).all()
+
+
+def test_empty_and_overlong_text(tiny, caplog):
+    m = tiny.model
+    with pytest.raises(ValueError, match="empty"):
+        m.encode_text(["what is it", "   "])
+    long_q = " ".join(["king"] * 500)
+    with caplog.at_level(logging.WARNING):
+        vec = m.encode_text([long_q])
+    assert "truncated" in caplog.text and vec.shape == (1, m.text_encoder.hidden_size)
+
+
+def test_vocabulary_that_does_not_match_the_text_encoder_is_refused(tmp_path, cmvn):
+    from funasr import AutoModel
+
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text((TINY_TE / "vocab.txt").read_text() + "zebra\nquux\n")
+    cfg = tiny_config(cmvn)
+    cfg["tokenizer_conf"]["token_list"] = str(tokens)
+    with pytest.raises(ValueError, match="not in the text encoder's vocabulary"):
+        AutoModel(**cfg, device="cpu", disable_update=True, log_level="ERROR")
+
+
+def test_model_dir_from_another_format_version_is_refused(tiny, cmvn, tmp_path):
+    import yaml
+    from funasr import AutoModel
+    from funasr_clsr.export import export_model_dir
+    from funasr_clsr.models.clsr import ModelFormatError
+
+    out = export_model_dir(tiny_config(cmvn), tiny.model, tmp_path / "m")
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    cfg["clsr_format_version"] = 999
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ModelFormatError, match="format version 999"):
+        AutoModel(model=str(out), device="cpu", disable_update=True, log_level="ERROR")
+
+
+def test_export_without_cmvn_is_a_clear_error(tiny, tmp_path):
+    from funasr_clsr.export import export_model_dir
+
+    with pytest.raises(FileNotFoundError, match="am.mvn"):
+        export_model_dir(tiny_config(), tiny.model, tmp_path / "m")
+    assert not (tmp_path / "m").exists()
