@@ -209,6 +209,8 @@ class CLSR(Paraformer):
         out = {}
         if self.ctc_weight > 0.0:
             out["loss_ctc"], _ = self._calc_ctc_loss(enc, enc_lens, text, text_lengths)
+            if self.length_normalized_loss:  # funasr's CTC is summed per utterance; match the per-token CE
+                out["loss_ctc"] = out["loss_ctc"] * text_lengths.numel() / text_lengths.sum().clamp(min=1)
         ys, ys_lens = text, text_lengths
         if self.predictor_bias == 1:
             _, ys = add_sos_eos(ys, self.sos, self.eos, self.ignore_id)

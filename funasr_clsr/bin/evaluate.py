@@ -1,0 +1,223 @@
+"""Evaluate one system on a question-context jsonl and add its row to results.json.
+
+    python -m funasr_clsr.bin.evaluate --mode embed --model DIR --jsonl test.jsonl \
+        --results results.json --system clsr [--question-kind text|speech]
+    python -m funasr_clsr.bin.evaluate --mode clean_text --text-encoder DIR ...       # upper bound
+    python -m funasr_clsr.bin.evaluate --mode cascade --asr-model DIR --text-encoder DIR ...
+    python -m funasr_clsr.bin.evaluate --mode cascade --asr whisper --text-encoder DIR ...
+    python -m funasr_clsr.bin.evaluate --mode bm25 --transcripts hyp.jsonl ...
+
+Modes:
+  embed       the model's own encode_speech / encode_text (CLSR, ParaBGE, CLAP-style);
+              WER of its speech branch when it can transcribe
+  clean_text  the text encoder on the true transcripts (``target``): the upper bound
+  cascade     an ASR system's transcripts -> the text encoder (ASR = a CLSR speech branch
+              directory, or Whisper-base through faster-whisper)
+  bm25        BM25 over transcripts (from --transcripts, --asr-model or the true ones)
+Transcripts are cached as jsonl (``--transcripts-out``) so cascade and BM25 share one ASR pass.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def read_pairs(path: str, question_kind: str) -> list[dict]:
+    pairs = []
+    with open(path, encoding="utf-8") as fin:
+        for lineno, line in enumerate(fin, 1):
+            if not line.strip():
+                continue
+            item = json.loads(line)
+            need = ["source", "target"] + (["question"] if question_kind == "text" else
+                                           ["question_source", "question_target"])
+            missing = [k for k in need if k not in item]
+            if missing:
+                raise SystemExit(f"{path}:{lineno}: missing field(s) {missing} for --question-kind {question_kind}")
+            pairs.append(item)
+    if not pairs:
+        raise SystemExit(f"{path}: empty split")
+    return pairs
+
+
+def load_model(model_dir: str):
+    import funasr_clsr  # noqa: F401
+    from funasr import AutoModel
+
+    if not (Path(model_dir) / "config.yaml").is_file():
+        raise SystemExit(f"{model_dir}: not a model directory (no config.yaml)")
+    return AutoModel(model=model_dir, device="cpu", disable_update=True, log_level="ERROR",
+                     disable_pbar=True).model.eval()
+
+
+def load_text_encoder(path: str):
+    from funasr_clsr.text_encoder import TextEncoder
+
+    return TextEncoder(path).eval()
+
+
+def encode_in_batches(fn, items, batch_size: int, desc: str):
+    import torch
+    from tqdm import tqdm
+
+    outs = []
+    with torch.no_grad():
+        for start in tqdm(range(0, len(items), batch_size), desc=desc, unit="batch", file=sys.stderr):
+            outs.append(fn(items[start:start + batch_size]))
+    return outs
+
+
+def speech_embed(model, wavs, batch_size, want_text: bool):
+    """Embeddings (and transcripts) for wavs, batched by length to limit padding."""
+    import torch
+
+    order = sorted(range(len(wavs)), key=lambda i: -Path(wavs[i]).stat().st_size)
+    sorted_wavs = [wavs[i] for i in order]
+    if want_text:
+        outs = encode_in_batches(lambda b: model.encode_speech(b, return_text=True), sorted_wavs, batch_size, "speech")
+        vecs = torch.cat([o[0] for o in outs])
+        texts = [t for o in outs for t in o[1]]
+    else:
+        vecs = torch.cat(encode_in_batches(model.encode_speech, sorted_wavs, batch_size, "speech"))
+        texts = None
+    inv = np.argsort(order)
+    vecs = vecs.cpu().numpy()[inv]
+    return vecs, ([texts[i] for i in inv] if texts is not None else None)
+
+
+def transcribe(asr: str | None, asr_model: str | None, wavs: list[str], batch_size: int) -> list[str]:
+    if asr == "whisper":
+        from funasr_clsr.baselines.cascade import WhisperTranscriber
+
+        return WhisperTranscriber().transcribe(wavs)
+    if not asr_model:
+        raise SystemExit("cascade/bm25 need --asr-model DIR, --asr whisper or --transcripts FILE")
+    model = load_model(asr_model)
+    order = sorted(range(len(wavs)), key=lambda i: -Path(wavs[i]).stat().st_size)
+    texts = [t for chunk in encode_in_batches(model.transcribe, [wavs[i] for i in order], batch_size, "asr")
+             for t in chunk]
+    out = [""] * len(wavs)
+    for rank, i in enumerate(order):
+        out[i] = texts[rank]
+    return out
+
+
+def read_transcripts(path: str, pairs: list[dict]) -> list[str]:
+    by_key = {}
+    with open(path, encoding="utf-8") as fin:
+        for line in fin:
+            if line.strip():
+                item = json.loads(line)
+                by_key[item["key"]] = item["text"]
+    missing = [p["key"] for p in pairs if p["key"] not in by_key]
+    if missing:
+        raise SystemExit(f"{path}: no transcript for {len(missing)} keys, e.g. {missing[:3]}")
+    return [by_key[p["key"]] for p in pairs]
+
+
+def write_transcripts(path: str, pairs: list[dict], texts: list[str]) -> None:
+    tmp = Path(path).with_suffix(".tmp")
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    tmp.write_text("".join(json.dumps({"key": p["key"], "text": t}) + "\n" for p, t in zip(pairs, texts)))
+    tmp.replace(path)
+
+
+def evaluate(args) -> dict:
+    from funasr_clsr.evaluation import BM25Retriever, bidirectional_metrics, recall_at_k_curve, word_error_rate
+
+    pairs = read_pairs(args.jsonl, args.question_kind)
+    wavs = [p["source"] for p in pairs]
+    refs = [p["target"] for p in pairs]
+    questions = [p["question"] for p in pairs] if args.question_kind == "text" else None
+    row: dict = {"n": len(pairs)}
+    hyps = None
+    t0 = time.perf_counter()
+    if args.mode == "embed":
+        model = load_model(args.model)
+        can_asr = hasattr(model, "transcribe")
+        c_vec, hyps = speech_embed(model, wavs, args.batch_size, want_text=can_asr)
+        if questions is not None:
+            q_vec = np.concatenate([v.cpu().numpy() for v in encode_in_batches(
+                model.encode_text, questions, 64, "questions")])
+        else:
+            q_vec, _ = speech_embed(model, [p["question_source"] for p in pairs], args.batch_size, False)
+    else:
+        if args.mode == "clean_text":
+            hyps = refs
+        elif args.transcripts:
+            hyps = read_transcripts(args.transcripts, pairs)
+        else:
+            hyps = transcribe(args.asr, args.asr_model, wavs, args.batch_size)
+        if args.mode == "bm25":
+            if questions is None:
+                raise SystemExit("bm25 is evaluated with text questions")
+            sim = BM25Retriever(hyps).similarity(questions)
+            q_vec = c_vec = None
+        else:
+            if not args.text_encoder:
+                raise SystemExit(f"--mode {args.mode} needs --text-encoder DIR")
+            te = load_text_encoder(args.text_encoder)
+            c_vec = np.concatenate([v.numpy() for v in encode_in_batches(
+                lambda b: te.encode(b, is_query=False), [h if h.strip() else "[UNK]" for h in hyps], 32,
+                "contexts")])
+            q_vec = np.concatenate([v.numpy() for v in encode_in_batches(
+                lambda b: te.encode(b, is_query=True), questions, 64, "questions")])
+    if q_vec is not None:
+        metrics = bidirectional_metrics(q_vec, c_vec)
+        sim = q_vec @ c_vec.T
+    else:
+        from funasr_clsr.evaluation import retrieval_metrics
+
+        metrics = {"q2c": retrieval_metrics(sim), "c2q": retrieval_metrics(sim.T)}
+    row.update(metrics)
+    row["q2c_curve"] = [float(x) for x in recall_at_k_curve(sim, max_k=min(50, len(pairs)))]
+    if hyps is not None and args.mode != "clean_text":
+        row["wer"] = float(word_error_rate(refs, hyps)["wer"])
+        if args.transcripts_out:
+            write_transcripts(args.transcripts_out, pairs, hyps)
+    elif args.mode == "clean_text":
+        row["wer"] = 0.0
+    if args.note:
+        row["note"] = args.note
+    row["seconds"] = round(time.perf_counter() - t0, 1)
+    return row
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mode", choices=["embed", "clean_text", "cascade", "bm25"], default="embed")
+    ap.add_argument("--model", help="model directory (embed mode)")
+    ap.add_argument("--asr-model", help="ASR model directory (a CLSR speech branch) for cascade/bm25")
+    ap.add_argument("--asr", choices=["whisper"], help="use Whisper-base (faster-whisper, offline) as the ASR")
+    ap.add_argument("--transcripts", help="jsonl {key, text} of precomputed transcripts")
+    ap.add_argument("--transcripts-out", help="write the transcripts used here (jsonl)")
+    ap.add_argument("--text-encoder", help="text encoder folder (clean_text/cascade)")
+    ap.add_argument("--jsonl", required=True)
+    ap.add_argument("--question-kind", choices=["text", "speech"], default="text")
+    ap.add_argument("--results", required=True, help="results.json to add the row to")
+    ap.add_argument("--system", required=True, help="row name, e.g. clsr, clean_text, cascade, bm25")
+    ap.add_argument("--profile", default="custom")
+    ap.add_argument("--command", help="the command that produced results.json (default: this one)")
+    ap.add_argument("--note")
+    ap.add_argument("--batch-size", type=int, default=8)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    if args.mode == "embed" and not args.model:
+        ap.error("--mode embed needs --model DIR")
+    from funasr_clsr.evaluation import merge_system
+
+    row = evaluate(args)
+    command = args.command or "python -m funasr_clsr.bin.evaluate " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    merge_system(args.results, args.system, row, profile=args.profile, command=command)
+    print(json.dumps({"system": args.system, **{k: v for k, v in row.items() if k != "q2c_curve"}}))
+
+
+if __name__ == "__main__":
+    main()

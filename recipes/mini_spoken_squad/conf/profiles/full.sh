@@ -1,0 +1,16 @@
+# shellcheck shell=bash
+# Profile "full": data + training + evaluation in <= 2 h on 2 CPU cores.  Data step budget:
+# ~20 min.  Sourced by run.sh after option parsing; every value is only a default.
+
+: "${qa_train_contexts:=1500}"  # of 2,263 train contexts; 0 = all
+: "${qa_train_max_sec:=60}"
+: "${qa_dev_contexts:=100}"
+: "${qa_test_contexts:=0}"      # 0 = all 1,048 SQuAD dev part 1 contexts (kept whole)
+: "${asr_train_utts:=6000}"
+: "${asr_dev_utts:=300}"
+: "${asr_max_words:=24}"
+: "${asr_max_sec:=12}"
+: "${voices:=en-us en-us+f3 en-gb-x-rp+m3 en-029+f2 en-gb-scotland+m2 en-us-nyc+f4 en+m7 en-gb-x-gbclan+f1 en-gb-x-gbcwmd+m4 en-us+klatt2 en-gb+f5 en-029+m1}"
+: "${test_voices:=${voices}}"
+: "${rates:=140 150 160 170 180 190}"
+: "${pitches:=40 45 50 55 60}"

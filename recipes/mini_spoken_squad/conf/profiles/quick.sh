@@ -1,0 +1,21 @@
+# shellcheck shell=bash
+# Profile "quick": the whole demo (data + training + evaluation) in <= 20 min on 2 CPU cores.
+# Data step budget: ~3 min.  Sourced by run.sh after option parsing: every value below is
+# only a default (": ${var:=...}"), so `run.sh --qa-test-contexts 100` still wins.
+# Sizes measured for this profile: see README / data/quick/summary.json.
+
+# QA pairs (one spoken context + one spoken question each)
+: "${qa_train_contexts:=400}"   # train contexts (of 2,263 in the 42 training articles); 0 = all
+: "${qa_train_max_sec:=30}"     # train/dev contexts cut to a run of sentences <= this (keeps the answer sentence)
+: "${qa_dev_contexts:=50}"      # from the 2 held-out training articles
+: "${qa_test_contexts:=300}"    # SQuAD dev part 1 subset (seeded, spread over all 24 articles); 0 = all 1,048
+# ASR pre-training utterances (sentences / chunks, synthesised on their own)
+: "${asr_train_utts:=2000}"
+: "${asr_dev_utts:=100}"
+: "${asr_max_words:=24}"        # longer sentences are cut, preferably at pauses ...
+: "${asr_max_sec:=12}"          # ... and also by characters, to stay under ~12 s at the slowest rate
+# espeak-ng speakers: voice[+variant] specs (see `espeak-ng --voices=en`, `--voices=variant`)
+: "${voices:=en-us en-us+f3 en-gb-x-rp+m3 en-029+f2 en-gb-scotland+m2 en-us-nyc+f4}"
+: "${test_voices:=${voices}}"   # set to other specs to test on unseen speakers
+: "${rates:=140 150 160 170 180 190}"   # words per minute
+: "${pitches:=40 45 50 55 60}"

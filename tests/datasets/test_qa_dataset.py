@@ -1,0 +1,49 @@
+import json
+
+import pytest
+import torch
+
+from clsr_testing import TINY_TE
+from funasr_clsr.datasets.qa_dataset import AudioQADataset, IndexDSJsonlQA
+from funasr_clsr.tokenizer import WordPieceTokenizer
+
+
+def _frontend():
+    from funasr.frontends.wav_frontend import WavFrontend
+
+    return WavFrontend(n_mels=80, lfr_m=7, lfr_n=6, dither=0.0)
+
+
+def test_text_and_spoken_questions_reach_the_batch(pair_dir):
+    tok = WordPieceTokenizer(TINY_TE / "vocab.txt")
+    ds = AudioQADataset(str(pair_dir / "text_q.jsonl"), index_ds="IndexDSJsonlQA", frontend=_frontend(), tokenizer=tok)
+    batch = ds.collator([ds[0], ds[1]])
+    assert batch["question"] == ["who was the king of the city", "which river was in the war"]
+    assert batch["speech"].shape[-1] == 560 and batch["text"].shape[0] == 2
+    assert tok.decode(batch["text"][0][batch["text"][0] >= 0].tolist()) == "the king of the city"
+
+    ds = AudioQADataset(str(pair_dir / "speech_q.jsonl"), index_ds="IndexDSJsonlQA", frontend=_frontend(), tokenizer=tok)
+    batch = ds.collator([ds[0], ds[1]])
+    assert batch["question_speech"].shape[0] == 2 and batch["question_speech_lengths"].shape == (2, 1)
+    q_ids = batch["question_text"][1][batch["question_text"][1] >= 0].tolist()
+    assert tok.decode(q_ids) == "which river was in the war"
+
+
+def test_index_reports_bad_lines_and_skips_missing_audio(tmp_path, pair_dir, caplog):
+    lines = [json.loads(l) for l in (pair_dir / "text_q.jsonl").read_text().splitlines()]
+    lines[1]["source"] = str(tmp_path / "gone.wav")
+    f = tmp_path / "d.jsonl"
+    f.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    idx = IndexDSJsonlQA(str(f))
+    assert len(idx) == 7 and idx.skipped_missing == [str(tmp_path / "gone.wav")]
+    assert "missing" in caplog.text
+
+    f.write_text('{"key": "x", "source": "a.wav"}\n')
+    with pytest.raises(ValueError, match="missing field"):
+        IndexDSJsonlQA(str(f))
+    f.write_text("{not json\n")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        IndexDSJsonlQA(str(f))
+    f.write_text("")
+    with pytest.raises(ValueError, match="no usable pairs"):
+        IndexDSJsonlQA(str(f))
