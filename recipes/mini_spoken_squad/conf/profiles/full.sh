@@ -14,3 +14,9 @@
 : "${test_voices:=${voices}}"
 : "${rates:=140 150 160 170 180 190}"
 : "${pitches:=40 45 50 55 60}"
+# Training (stage 2-4) and evaluation (stage 6)
+: "${token_min_count:=5}"
+: "${asr_epochs:=12}"
+: "${joint_epochs:=6}"
+: "${systems:=cascade parabge clap clsr_no_vq clsr_no_sampler}"
+: "${whisper:=true}"

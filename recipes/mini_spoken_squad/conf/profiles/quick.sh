@@ -19,3 +19,9 @@
 : "${test_voices:=${voices}}"   # set to other specs to test on unseen speakers
 : "${rates:=140 150 160 170 180 190}"   # words per minute
 : "${pitches:=40 45 50 55 60}"
+# Training (stage 2-4) and evaluation (stage 6)
+: "${token_min_count:=5}"
+: "${asr_epochs:=6}"
+: "${joint_epochs:=2}"
+: "${systems:=cascade}"
+: "${whisper:=false}"
