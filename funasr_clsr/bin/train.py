@@ -32,6 +32,30 @@ def main() -> None:
 
     sys.argv = [sys.argv[0]] + _normalise_argv(sys.argv[1:])
     main_hydra()
+    _forget_init_param(sys.argv[1:])
+
+
+def _forget_init_param(argv: list[str]) -> None:
+    """Keep ``AutoModel(model=output_dir)`` on the trained weights.
+
+    FunASR's loader prefers a config.yaml ``init_param`` that exists over the
+    directory's own model.pt, so a run initialised from another checkpoint would
+    reload that checkpoint. The path is kept as ``initialized_from``.
+    """
+    import yaml
+
+    out = next((a.split("=", 1)[1] for a in argv if a.lstrip("+").startswith("output_dir=")), None)
+    cfg_path = os.path.join(out, "config.yaml") if out else None
+    if not cfg_path or not os.path.isfile(cfg_path):
+        return
+    with open(cfg_path, encoding="utf-8") as fin:
+        cfg = yaml.safe_load(fin)
+    if cfg.get("init_param"):
+        cfg["initialized_from"] = cfg.pop("init_param")
+        tmp = cfg_path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as fout:
+            yaml.safe_dump(cfg, fout, sort_keys=False, allow_unicode=True)
+        os.replace(tmp, cfg_path)
 
 
 if __name__ == "__main__":

@@ -344,7 +344,8 @@ def join_spoken_squad(spoken: dict, squad: dict, spoken_src: str = "<spoken>",
 
     Spoken-SQuAD keeps SQuAD's article and paragraph order (its audio files are named
     ``<article>_<paragraph>_<sentence>.wav`` after that order) but drops questions whose answer
-    did not survive ASR. The join checks titles, paragraph counts and that every Spoken-SQuAD
+    did not survive ASR. The join checks titles, that every Spoken-SQuAD paragraph exists in
+    the SQuAD file and that every Spoken-SQuAD
     question id exists in the same SQuAD paragraph, so that files from different splits or
     versions fail loudly instead of pairing the wrong text with the audio.
     """
@@ -426,13 +427,26 @@ class AudioProbe:
         self._cache[path] = result
         return result
 
+    def prefetch(self, paths: Iterable[str], nj: int = 4) -> None:
+        """Read many headers with ``nj`` threads (helps on network file systems)."""
+        todo = [p for p in dict.fromkeys(paths) if p not in self._cache]
+        if nj <= 1 or len(todo) < 2:
+            for p in todo:
+                self.frames(p)
+            return
+        from concurrent.futures import ThreadPoolExecutor
 
-def one_to_one(examples: Iterable[Example], lang: str = "en") -> tuple[list[Example], list[tuple[Example, str]]]:
+        with ThreadPoolExecutor(max_workers=nj) as pool:
+            list(pool.map(self.frames, todo))
+
+
+def one_to_one(examples: Iterable[Example], lang: str = "en",
+               dedupe_text: bool = True) -> tuple[list[Example], list[tuple[Example, str]]]:
     """Keep one question per context: the first in input order (deterministic).
 
-    Also drops a context whose transcript is identical to an already kept one (and a question
-    identical to a kept question), since identical texts are false in-batch negatives as well.
-    Returns (kept, [(dropped example, reason), ...]).
+    With ``dedupe_text`` it also drops a context whose transcript is identical to an already
+    kept one (and a question identical to a kept question), since identical texts are false
+    in-batch negatives as well. Returns (kept, [(dropped example, reason), ...]).
     """
     kept, dropped = [], []
     seen_ctx: set[str] = set()
@@ -448,10 +462,10 @@ def one_to_one(examples: Iterable[Example], lang: str = "en") -> tuple[list[Exam
             dropped.append((ex, "one_to_one: context already has a question"))
             continue
         t, q = norm(ex.target), norm(ex.question_target or ex.question)
-        if t in seen_text:
+        if dedupe_text and t in seen_text:
             dropped.append((ex, "one_to_one: identical context text kept under another id"))
             continue
-        if q in seen_q:
+        if dedupe_text and q in seen_q:
             dropped.append((ex, "one_to_one: identical question kept for another context"))
             continue
         seen_ctx.add(ex.context_id)
@@ -548,10 +562,11 @@ def _record(ex: Example, source_len: int, lang: str, q_len: int | None) -> dict:
 
 
 def finalize_split(examples: Sequence[Example], out_dir: str | os.PathLike, split: str, lang: str,
-                   *, one_to_one_filter: bool = True, pairs: bool = True,
+                   *, one_to_one_filter: bool = True, dedupe_text: bool = True, pairs: bool = True,
                    pre_skipped: Sequence[tuple[str, str, str]] = (),
                    max_skipped_frac: float | None = None,
                    probe: AudioProbe | None = None,
+                   nj: int = 1,
                    progress: bool = True,
                    extra_stats: dict | None = None) -> SplitResult:
     """Check audio, filter one-to-one, and write ``<split>.jsonl`` (+ pairs, stats, skipped list).
@@ -562,6 +577,7 @@ def finalize_split(examples: Sequence[Example], out_dir: str | os.PathLike, spli
     ``<split>.stats.json``. Raises :class:`EmptySplitError` when nothing is left, and
     :class:`DataPrepError` when more than ``max_skipped_frac`` of the examples had to be skipped
     for missing/unreadable audio (after writing the skipped list, so the cause can be read).
+    ``nj`` > 1 reads the audio headers with that many threads.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -574,6 +590,9 @@ def finalize_split(examples: Sequence[Example], out_dir: str | os.PathLike, spli
     usable: list[tuple[Example, int, int | None]] = []
     audio_skips = 0
 
+    if nj > 1:
+        probe.prefetch([ex.source for ex in examples]
+                       + [ex.question_source for ex in examples if ex.question_source is not None], nj)
     iterator: Iterable[Example] = examples
     if progress and len(examples) > 2000:
         from tqdm import tqdm
@@ -600,7 +619,7 @@ def finalize_split(examples: Sequence[Example], out_dir: str | os.PathLike, spli
     frames = {id(u[0]): (u[1], u[2]) for u in usable}
     n_questions = len(kept_ex)
     if one_to_one_filter:
-        kept_ex, dropped = one_to_one(kept_ex, lang)
+        kept_ex, dropped = one_to_one(kept_ex, lang, dedupe_text)
         for ex, why in dropped:
             skipped.append((ex.key, ex.source, why))
             reasons[why] += 1

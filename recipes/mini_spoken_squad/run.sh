@@ -49,6 +49,7 @@ pitches=
 token_min_count=     # ASR vocabulary: pieces seen at least this often + single characters
 asr_epochs=          # stage 3
 joint_epochs=        # stage 4
+joint_lr=5e-4        # stage 4 learning rate (the speech branch starts from stage 3)
 systems=             # stage 4-6 systems besides clsr, e.g. "cascade parabge clap clsr_no_vq"
 whisper=             # true: add the Whisper-base cascade row (faster-whisper, offline)
 text_encoder=        # text encoder folder; empty = all-MiniLM-L6-v2 from the PyPI package
@@ -226,18 +227,20 @@ if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
 fi
 
 asr_init="++init_param=$(pwd)/${exp}/asr/model.pt"
+joint_opt="++optim_conf.lr=${joint_lr} ++scheduler_conf.warmup_steps=50"
 has_system() { case " ${systems} " in *" $1 "*) return 0;; *) return 1;; esac; }
 
 if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
-  log "Stage 4: joint training (text encoder frozen) and same-budget comparisons"
-  train clsr clsr_mini_en.yaml "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" "${te_conf}" "${asr_init}"
   # shellcheck disable=SC2086
-  if has_system cascade; then train cascade_asr clsr_mini_en.yaml "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" ${asr_only} "${asr_init}"; fi
-  if has_system clsr_no_vq; then train clsr_no_vq clsr_mini_en.yaml "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" "${te_conf}" "${asr_init}" ++model_conf.use_vq=false; fi
-  if has_system clsr_no_sampler; then train clsr_no_sampler clsr_mini_en.yaml "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" "${te_conf}" "${asr_init}" ++model_conf.sampling_ratio=0.0; fi
-  if has_system clsr_no_pretrain; then train clsr_no_pretrain clsr_mini_en.yaml "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" "${te_conf}"; fi
-  if has_system parabge; then train parabge parabge_mini_en.yaml "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" "${te_conf}" "${asr_init}"; fi
-  if has_system clap; then train clap clap_mini_en.yaml "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" "${te_conf}"; fi
+  log "Stage 4: joint training (text encoder frozen) and same-budget comparisons"
+  train clsr clsr_mini_en.yaml "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" ${joint_opt} "${te_conf}" "${asr_init}"
+  # shellcheck disable=SC2086
+  if has_system cascade; then train cascade_asr clsr_mini_en.yaml "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" ${joint_opt} ${asr_only} "${asr_init}"; fi
+  if has_system clsr_no_vq; then train clsr_no_vq clsr_mini_en.yaml "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" ${joint_opt} "${te_conf}" "${asr_init}" ++model_conf.use_vq=false; fi
+  if has_system clsr_no_sampler; then train clsr_no_sampler clsr_mini_en.yaml "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" ${joint_opt} "${te_conf}" "${asr_init}" ++model_conf.sampling_ratio=0.0; fi
+  if has_system clsr_no_pretrain; then train clsr_no_pretrain clsr_mini_en.yaml "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" ${joint_opt} "${te_conf}"; fi
+  if has_system parabge; then train parabge parabge_mini_en.yaml "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" ${joint_opt} "${te_conf}" "${asr_init}"; fi
+  if has_system clap; then train clap clap_mini_en.yaml "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" ${joint_opt} "${te_conf}"; fi
 fi
 
 trained_systems() {

@@ -139,6 +139,7 @@ def test_one_to_one_is_deterministic_and_drops_identical_texts():
         ("q4", "identical context text kept under another id"),
         ("q5", "identical question kept for another context")]
     assert [e.key for e in S.one_to_one(list(reversed(items)))[0]] == ["q5", "q4"]  # order decides
+    assert [e.key for e in S.one_to_one(items, dedupe_text=False)[0]] == ["q1", "q3", "q4", "q5"]
 
 
 # --------------------------------------------------------------------------- jsonl
@@ -187,7 +188,8 @@ def test_finalize_split_writes_jsonl_and_lists_every_skip(tmp_path):
 
 def test_finalize_split_empty_and_threshold_errors(tmp_path):
     missing = [ex(f"k{i}", f"c{i}", source=str(tmp_path / f"m{i}.wav")) for i in range(3)]
-    with pytest.raises(S.EmptySplitError, match=r"split 'test': no usable pairs out of 3 .*m0.wav \(context audio missing\)"):
+    msg = r"split 'test': no usable pairs out of 3 .*m0.wav \(context audio missing\)"
+    with pytest.raises(S.EmptySplitError, match=msg):
         S.finalize_split(missing, tmp_path / "o", "test", "en")
     assert (tmp_path / "o" / "test.skipped.tsv").read_text().count("missing") == 3
     assert not (tmp_path / "o" / "test.jsonl").exists()

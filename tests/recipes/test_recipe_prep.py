@@ -156,6 +156,7 @@ def test_spoken_squad_sentence_pairs(ssq_raw, tmp_path):
     assert stats["skip_reasons"]["context audio unreadable"] == len(corrupt)
     assert [why for path, why in skips.values() if path.endswith("1_0_0.wav")][0] == "context audio missing"
     assert stats["paragraphs_aligned_by_words"] >= 1  # Super Bowl paragraph 3 ("U.S." split)
+    assert stats["paragraphs_not_aligned"] == 0
     assert stats["written"] == len(train) and stats["one_to_one"] is True
     pairs = jsonl(tmp_path / "train.pairs.jsonl")
     assert pairs[0] == {"query": train[0]["question"], "pos": [train[0]["target"]], "neg": []}
@@ -184,6 +185,23 @@ def test_spoken_squad_all_questions_and_paragraph_unit(ssq_raw, tmp_path):
     assert any("0_1_2.wav" in why and why.startswith("context audio unreadable") for why in reasons)
 
 
+def test_spoken_squad_extra_recording_is_not_guessed(ssq_raw, tmp_path):
+    raw = tmp_path / "raw"
+    for name in ("spoken_test-v1.1.json", "dev-v1.1.json"):
+        raw.mkdir(exist_ok=True)
+        (raw / name).write_bytes((ssq_raw / name).read_bytes())
+    wav_dir = raw / "Spoken-SQuAD_audio" / "dev_wav"
+    wav_dir.mkdir(parents=True)
+    for src in (ssq_raw / "Spoken-SQuAD_audio" / "dev_wav").glob("*.wav"):
+        (wav_dir / src.name).write_bytes(src.read_bytes())
+    (wav_dir / "0_0_7.wav").write_bytes((wav_dir / "0_0_0.wav").read_bytes())  # paragraph 0 has 4 sentences
+    prep = load("spoken_squad", "local/prepare_spoken_squad.py")
+    prep.main(["--raw-dir", str(raw), "--out-dir", str(tmp_path / "o"), "--splits", "test"])
+    assert not [r for r in jsonl(tmp_path / "o" / "test.jsonl") if r["context_id"].startswith("0_0_")]
+    reasons = [why for _, why in skipped(tmp_path / "o" / "test.skipped.tsv").values()]
+    assert "sentence count mismatch: 8 recordings but 4 ASR sentences" in reasons
+
+
 def test_spoken_squad_mismatched_files_fail_clearly(ssq_raw, tmp_path):
     raw = tmp_path / "raw"
     raw.mkdir()
@@ -210,7 +228,7 @@ def test_librisqa_pairs_and_librispeech_asr(tmp_path):
     train, test = jsonl(out / "train.jsonl"), jsonl(out / "test.jsonl")
     check_common(train)
     check_common(test)
-    assert [r["key"] for r in train] == ["14-208-0000", "14-208-0001"]
+    assert [r["key"] for r in train] == ["14-208-0000", "14-208-0001", "16-122827-0002"]
     assert train[0]["source"] == str(raw / "LibriSpeech/train-clean-360/14/208/14-208-0000.flac")
     assert train[0]["target"] == "THE MILLER KEPT HIS GRAIN IN THE LOFT ABOVE THE GREAT WHEEL"
     assert train[0]["answer"].startswith("The miller kept") and train[0]["duration"] == 3.9
@@ -321,6 +339,15 @@ def test_drcd_tts_training_and_odsqa_test(tmp_path):
     assert skips["1185-2-1"][1].startswith("context audio unreadable")
     assert skips["1190-6-2"][1] == "question audio missing"
     assert any(why.startswith("one_to_one") for _, why in skips.values())
+
+    # a paragraph with more recordings than DRCD sentences cannot be paired: listed, not guessed
+    audio = raw / "odsqa_audio" / "audio_data"
+    (audio / "1147-5_9.wav").write_bytes((audio / "1147-5_0.wav").read_bytes())
+    odsqa_args = ["odsqa", "--odsqa-json", str(raw / "ODSQA_spokenq_test-v1.1.json"), "--drcd-dev",
+                  str(raw / "DRCD_dev.json"), "--audio-dir", str(raw / "odsqa_audio")]
+    prep.main(odsqa_args + ["--out-dir", str(tmp_path / "extra")])
+    assert "1147-5-1" not in {r["key"] for r in jsonl(tmp_path / "extra" / "test.jsonl")}
+    assert skipped(tmp_path / "extra" / "test.skipped.tsv")["1147-5-1"][1].startswith("recording count mismatch")
 
     with pytest.raises(DataPrepError, match=r"no ODSQA context recording matches .*e\.g\. \['1147-5-1'"):
         prep.main(["odsqa", "--odsqa-json", str(raw / "ODSQA_spokenq_test-v1.1.json"), "--drcd-dev",
