@@ -17,6 +17,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from ..audio import AudioSource, audio_info, iter_blocks, load_audio
+from ..longform import window_bounds, window_params, windows_from_blocks
 
 __all__ = [
     "Segment",
@@ -65,28 +66,10 @@ class Segment:
 
 
 # --------------------------------------------------------------------------- fixed windows
+# The windowing arithmetic lives in funasr_clsr.longform, which the model uses too; these
+# wrappers keep the Segment-based API of this module.
 
-
-def _window_params(sr: int, window_s: float, overlap_s: float,
-                   min_last_s: float | None) -> tuple[int, int, int]:
-    """Validate and convert to (window, stride, min_last) in samples."""
-    if not isinstance(sr, (int, np.integer)) or sr <= 0:
-        raise ValueError(f"sr must be a positive integer, got {sr!r}")
-    if not (isinstance(window_s, (int, float)) and math.isfinite(window_s) and window_s > 0):
-        raise ValueError(f"window_s must be a positive number of seconds, got {window_s!r}")
-    if not (isinstance(overlap_s, (int, float)) and math.isfinite(overlap_s) and overlap_s >= 0):
-        raise ValueError(f"overlap_s must be >= 0 seconds, got {overlap_s!r}")
-    if overlap_s >= window_s:
-        raise ValueError(f"overlap_s ({overlap_s:g}) must be smaller than window_s ({window_s:g})")
-    if min_last_s is None:
-        min_last_s = window_s / 4
-    if not (isinstance(min_last_s, (int, float)) and 0 <= min_last_s <= window_s):
-        raise ValueError(f"min_last_s must be between 0 and window_s ({window_s:g}), got {min_last_s!r}")
-    win = int(round(window_s * sr))
-    hop = win - int(round(overlap_s * sr))
-    if win < 1 or hop < 1:
-        raise ValueError(f"window_s={window_s:g}/overlap_s={overlap_s:g} are below one sample at {sr} Hz")
-    return win, hop, int(round(min_last_s * sr))
+_window_params = window_params  # kept for callers of the old private name
 
 
 def fixed_windows(
@@ -102,23 +85,8 @@ def fixed_windows(
     (default a quarter window) is merged into the previous one, which then runs to the end; a
     recording shorter than one window is one segment.
     """
-    if isinstance(total_samples, bool) or not isinstance(total_samples, (int, np.integer)):
-        raise ValueError(f"total_samples must be an integer, got {total_samples!r}")
-    if total_samples <= 0:
-        raise ValueError(f"total_samples must be > 0, got {total_samples}")
-    win, hop, min_last = _window_params(sr, window_s, overlap_s, min_last_s)
-    bounds: list[list[int]] = []
-    start = 0
-    while True:
-        end = min(start + win, total_samples)
-        bounds.append([start, end])
-        if end >= total_samples:
-            break
-        start += hop
-    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < min_last:
-        bounds.pop()
-        bounds[-1][1] = total_samples
-    return [Segment.from_samples(s, e, sr) for s, e in bounds]
+    return [Segment.from_samples(s, e, sr)
+            for s, e in window_bounds(total_samples, sr, window_s, overlap_s, min_last_s)]
 
 
 def iter_window_audio(
@@ -136,57 +104,13 @@ def iter_window_audio(
     window plus one block whatever the length of the file (the overlap is carried between
     windows). An array (at ``sample_rate``, default ``sr``) is loaded and sliced.
     """
-    win, hop, min_last = _window_params(sr, window_s, overlap_s, min_last_s)
+    win, hop, min_last = window_params(sr, window_s, overlap_s, min_last_s)
     if isinstance(path, (str, os.PathLike)):
         blocks: Iterable[np.ndarray] = (b for _, b in iter_blocks(path, block_seconds, target_sr=sr))
     else:
-        x = load_audio(path, sample_rate=sample_rate, target_sr=sr)
-        blocks = [x]
-
-    # buf holds samples [buf_start, buf_start + buf.size) of the recording.
-    buf = np.zeros(0, dtype=np.float32)
-    buf_start = 0
-    k_start = 0  # start of the next window to emit
-    exhausted = False
-    it = iter(blocks)
-
-    def have() -> int:  # absolute end of what is buffered
-        return buf_start + buf.size
-
-    while True:
-        # Window k is final once we know whether a following window exists and, if so, whether
-        # it is a short tail to be merged into k. That needs samples up to
-        # max(k + win, next_start + min_last) (+1 to tell "exactly ends here" from "continues").
-        need = max(k_start + win, k_start + hop + min_last) + 1
-        while not exhausted and have() < need:
-            try:
-                b = next(it)
-            except StopIteration:
-                exhausted = True
-                break
-            buf = np.concatenate([buf, b]) if buf.size else b
-        total = have() if exhausted else None
-        if total is not None and total == 0:
-            return  # iter_blocks already raised for empty files; arrays are checked by load_audio
-        if total is not None and k_start >= total:
-            return
-        end = k_start + win
-        last = total is not None and end >= total
-        if not last and total is not None:
-            nxt_len = total - (k_start + hop)
-            if nxt_len < min_last and (k_start + hop + win) >= total:
-                # The next window would be the short tail: merge it into this one.
-                end, last = total, True
-        if last:
-            end = total
-        seg_audio = buf[k_start - buf_start: end - buf_start].copy()
-        yield Segment.from_samples(k_start, end, sr, audio=seg_audio)
-        if last:
-            return
-        k_start += hop
-        drop = k_start - buf_start
-        buf = buf[drop:]
-        buf_start = k_start
+        blocks = [load_audio(path, sample_rate=sample_rate, target_sr=sr)]
+    for start, end, audio in windows_from_blocks(blocks, win, hop, min_last):
+        yield Segment.from_samples(start, end, sr, audio=audio)
 
 
 # --------------------------------------------------------------------------- VAD

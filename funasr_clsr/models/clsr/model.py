@@ -380,6 +380,10 @@ class CLSR(Paraformer):
         """FunASR entry point: ``AutoModel.generate(input=wav)`` -> transcript + embedding per input."""
         if frontend is not None:
             self.__dict__["frontend"] = frontend
+        if kwargs.get("question") is not None:  # long-form retrieval: generate(input=wav, question=...)
+            from funasr_clsr.longform import retrieve
+
+            return retrieve(self, data_in, key=key, **kwargs)
         t0 = time.perf_counter()
         feats, lengths, seconds = self._features(data_in, kwargs.get("fs"))
         t1 = time.perf_counter()

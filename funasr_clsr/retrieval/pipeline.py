@@ -1,0 +1,421 @@
+"""Long-form retrieval: index recordings once, then answer many questions with a search each.
+
+    retriever = LongFormRetriever("path/to/model_dir", window_s=40.0)
+    report = retriever.index_recordings(["talk1.wav", "talk2.wav"], "talks.idx")
+    hits = retriever.query("talks.idx", ["Who founded the city?"], top_k=3)
+    manifest = retriever.write_clips(hits, "clips/")      # wavs + manifest.json for an audio LLM
+
+Recordings are streamed window by window (memory: one batch of windows), encoded with
+``model.encode_speech(..., return_text=True)`` and added to a :class:`SegmentIndex` with their
+transcripts and exact times. The index is saved (atomically) after every recording, so a crash
+or a bad file loses nothing already indexed, and re-running skips recordings already there.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from ..audio import AudioError, audio_info, iter_blocks
+from ..longform import (
+    check_questions,
+    check_top_k,
+    encode_segments,
+    model_rate,
+    safe_name,
+    window_bounds,
+    write_clip,
+)
+from .index import IndexMismatchError, SegmentIndex
+from .segmentation import VADUnavailableError, iter_window_audio, vad_segments
+
+__all__ = ["LongFormRetriever", "MANIFEST_FORMAT", "load_model", "read_list_file"]
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_FORMAT = "funasr_clsr.clips/1"
+SEGMENTERS = ("fixed", "vad")
+
+
+def load_model(model: str | os.PathLike, device: str = "cpu"):
+    """A CLSR model from a model directory, the short name ``clsr`` or a hub id.
+
+    Returns ``(model, model_dir)``; model_dir is where FunASR found the files.
+    """
+    import funasr_clsr  # noqa: F401  (registers CLSR and the short name)
+    from funasr import AutoModel
+
+    from ..hub import resolve_model
+
+    target = resolve_model(os.fspath(model))
+    if os.path.exists(target) and not (Path(target) / "config.yaml").is_file():
+        raise FileNotFoundError(f"{target}: not a CLSR model directory (no config.yaml)")
+    am = AutoModel(model=target, device=device, disable_update=True, log_level="ERROR", disable_pbar=True)
+    return am.model.eval(), getattr(am, "model_path", None) or target
+
+
+def read_list_file(path: str | os.PathLike) -> list[tuple[str | None, str]]:
+    """``(recording_id or None, path)`` per line of a list file: ``path`` or ``id path`` (wav.scp).
+
+    Blank lines and ``#`` comments are skipped; relative paths are taken from the list's folder.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: list file not found")
+    out = []
+    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split(maxsplit=1)
+        rid, wav = (parts[0], parts[1]) if len(parts) == 2 else (None, parts[0])
+        wav_path = Path(wav).expanduser()
+        if not wav_path.is_absolute() and not wav_path.exists():
+            wav_path = p.parent / wav_path
+        out.append((rid, str(wav_path)))
+    if not out:
+        raise ValueError(f"{p}: list file names no recordings")
+    return out
+
+
+def _state_identity(model: Any) -> str:
+    """A content hash of an in-memory model's weights (for models without a directory)."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return f"clsr-state-{h.hexdigest()[:16]}"
+
+
+class LongFormRetriever:
+    """Index long recordings with a CLSR model and search them with text or spoken questions.
+
+    ``model`` is a CLSR module, a ``funasr.AutoModel`` around one, or a model directory / the
+    short name ``clsr`` / a hub id (loaded on CPU). ``segmenter="fixed"`` cuts ``window_s``
+    windows every ``window_s - overlap_s`` seconds (the paper's 40 s windows);
+    ``segmenter="vad"`` cuts at speech pauses with ``vad_model`` (FunASR's fsmn-vad by
+    default), segments at most ``window_s`` long. ``model_id``/``model_version`` label the
+    index; by default they come from the model directory (:func:`funasr_clsr.hub.model_identity`).
+    """
+
+    def __init__(self, model: Any, window_s: float = 40.0, overlap_s: float = 0.0, segmenter: str = "fixed",
+                 vad_model: Any = None, batch_size: int = 8, model_id: str | None = None,
+                 model_version: str | None = None, device: str = "cpu"):
+        if segmenter not in SEGMENTERS:
+            raise ValueError(f"segmenter must be one of {SEGMENTERS}, got {segmenter!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        window_bounds(1, 16000, window_s, overlap_s)  # validates window_s/overlap_s now
+        model_dir = None
+        if isinstance(model, (str, os.PathLike)):
+            model, model_dir = load_model(model, device=device)
+        elif hasattr(model, "model") and hasattr(model, "kwargs"):  # funasr.AutoModel
+            model_dir = getattr(model, "model_path", None)
+            model = model.model
+        if not hasattr(model, "encode_speech") or not hasattr(model, "encode_text"):
+            raise TypeError(f"model must be a CLSR model (encode_speech/encode_text), got {type(model).__name__}")
+        if getattr(model, "text_encoder", None) is None:
+            raise ValueError("this CLSR model has no text encoder (an ASR-only checkpoint); it cannot retrieve")
+        self.model = model.eval() if hasattr(model, "eval") else model
+        self.model_dir = model_dir
+        self.window_s, self.overlap_s = float(window_s), float(overlap_s)
+        self.segmenter, self.vad_model, self.batch_size = segmenter, vad_model, batch_size
+        self.sr = model_rate(model)
+        self.embedding_dim = int(model.text_encoder.hidden_size)
+        if model_id is None or model_version is None:
+            from ..hub import model_identity
+            from ..version import MODEL_FORMAT_VERSION, __version__
+
+            if model_dir is not None and (Path(model_dir) / "model.pt").is_file():
+                auto_id, auto_version = model_identity(model_dir)
+            else:
+                auto_id, auto_version = _state_identity(model), f"{__version__}/format{MODEL_FORMAT_VERSION}"
+            model_id = model_id or auto_id
+            model_version = model_version or auto_version
+        self.model_id, self.model_version = model_id, model_version
+
+    # ------------------------------------------------------------------ index
+
+    def new_index(self, kind: str = "flat", **kwargs: Any) -> SegmentIndex:
+        return SegmentIndex(self.model_id, self.model_version, self.embedding_dim, kind=kind, **kwargs)
+
+    def open_index(self, directory: str | os.PathLike, create: bool = False, kind: str = "flat") -> SegmentIndex:
+        """Load the index in ``directory`` (refused if another model built it); ``create`` starts
+        an empty one when there is none."""
+        if create:
+            idx = SegmentIndex.open_or_create(directory, self.model_id, self.model_version,
+                                              self.embedding_dim, kind=kind)
+            if len(idx) and idx.kind != kind:
+                logger.warning("%s: existing index is kind %r; keeping it (asked for %r)", directory, idx.kind, kind)
+            return idx
+        return SegmentIndex.load(directory, expect_model_id=self.model_id,
+                                 expect_model_version=self.model_version,
+                                 expect_embedding_dim=self.embedding_dim)
+
+    def _check_index(self, index: SegmentIndex) -> None:
+        if (index.model_id, index.model_version, index.embedding_dim) != \
+                (self.model_id, self.model_version, self.embedding_dim):
+            raise IndexMismatchError(
+                f"index built with model {index.model_id!r} version {index.model_version!r} "
+                f"({index.embedding_dim}-d), this model is {self.model_id!r} version {self.model_version!r} "
+                f"({self.embedding_dim}-d); rebuild the index with this model")
+
+    def _segments(self, path: str, info) -> tuple[Iterator[dict[str, Any]], int]:
+        """Segments with audio (a generator: one segment in memory at a time) and their count."""
+        total = int(round(info.frames * self.sr / info.sample_rate))
+        if self.segmenter == "fixed":
+            n = len(window_bounds(max(total, 1), self.sr, self.window_s, self.overlap_s))
+            gen = ({**s.to_dict(), "audio": s.audio}
+                   for s in iter_window_audio(path, self.window_s, self.overlap_s, sr=self.sr))
+            return gen, n
+        segs = vad_segments(path, self.vad_model, max_segment_s=self.window_s, sr=self.sr)
+        return _stream_segment_audio(path, [s.to_dict() for s in segs], self.sr), len(segs)
+
+    def index_recording(self, path: str | os.PathLike, index: SegmentIndex, recording_id: str | None = None,
+                        progress: bool = True, save_to: str | os.PathLike | None = None,
+                        replace: bool = False) -> int:
+        """Segment, encode and add one recording; returns the number of segments added.
+
+        A recording already in the index is skipped (0) unless ``replace``. The index changes
+        only once the whole recording is encoded, so a file that fails part-way (missing,
+        corrupt, truncated, empty: a one-line :class:`~funasr_clsr.audio.AudioError` /
+        FileNotFoundError) leaves it as it was. A silent recording is warned about and adds
+        nothing; one shorter than a window is one segment. ``save_to`` saves the index there
+        (atomically) afterwards.
+        """
+        self._check_index(index)
+        path = os.fspath(path)
+        rid = recording_id or str(Path(path).resolve())
+        if rid in index and not replace:
+            logger.info("%s: already in the index; skipped (replace=True re-indexes it)", rid)
+            return 0
+        info = audio_info(path)  # missing/undecodable files fail here, before any work
+        if info.frames == 0:
+            raise AudioError(f"{path}: empty audio (zero samples)")
+        declared = _wav_declared_seconds(path)
+        if declared is not None and declared > info.duration_s + 0.01:
+            logger.warning("%s: truncated: the header announces %.2f s, the file holds %.2f s; indexing what "
+                           "is there", path, declared, info.duration_s)
+        segments, n = self._segments(path, info)
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=n, desc=os.path.basename(path)[:30], unit="seg", leave=False)
+        try:
+            kept, vecs, texts = encode_segments(self.model, segments, self.batch_size, name=path,
+                                                progress=bar.update if bar is not None else None)
+        finally:
+            if bar is not None:
+                bar.close()
+        if not kept:
+            return 0
+        index.add(rid, str(Path(path).resolve()), kept, vecs, texts, replace=replace)
+        if save_to is not None:
+            index.save(save_to)
+        logger.info("%s: %d segments indexed (%.1f s of audio)", path, len(kept), info.duration_s)
+        return len(kept)
+
+    def index_recordings(self, recordings: Iterable[str | os.PathLike | tuple[str | None, str]],
+                         index_dir: str | os.PathLike, kind: str = "flat", progress: bool = True,
+                         replace: bool = False) -> dict[str, Any]:
+        """Index many recordings into the index at ``index_dir`` (created if absent), saving after
+        each one. A recording that fails is reported (one line) and skipped; the others go on.
+
+        ``recordings`` holds paths or ``(recording_id, path)`` pairs. Returns a report
+        ``{"index", "indexed": [{"path", "recording_id", "segments"}], "skipped": [...],
+        "failed": [{"path", "error"}], "num_segments", "num_recordings"}``.
+        """
+        index = self.open_index(index_dir, create=True, kind=kind)
+        report: dict[str, Any] = {"index": str(index_dir), "indexed": [], "skipped": [], "failed": []}
+        items = [r if isinstance(r, tuple) else (None, os.fspath(r)) for r in recordings]
+        if not items:
+            raise ValueError("no recordings to index")
+        outer = None
+        if progress and len(items) > 1:
+            from tqdm import tqdm
+
+            outer = tqdm(total=len(items), desc="recordings", unit="rec")
+        try:
+            for rid, path in items:
+                try:
+                    n = self.index_recording(path, index, recording_id=rid, progress=progress,
+                                             save_to=index_dir, replace=replace)
+                except VADUnavailableError:
+                    raise  # affects every recording: stop
+                except (AudioError, OSError, ValueError, RuntimeError) as exc:
+                    msg = " ".join(str(exc).split())
+                    if os.fspath(path) not in msg:
+                        msg = f"{path}: {msg}"
+                    logger.error("%s", msg)
+                    report["failed"].append({"path": os.fspath(path), "error": msg})
+                else:
+                    entry = {"path": os.fspath(path), "recording_id": rid or str(Path(path).resolve()),
+                             "segments": n}
+                    report["indexed" if n else "skipped"].append(entry)
+                if outer is not None:
+                    outer.update(1)
+        finally:
+            if outer is not None:
+                outer.close()
+        if len(index) and not (Path(index_dir) / "index.json").is_file():
+            index.save(index_dir)  # e.g. everything was already indexed in memory
+        report["num_segments"] = len(index)
+        report["num_recordings"] = len(index.recordings())
+        return report
+
+    # ------------------------------------------------------------------ query
+
+    def encode_questions(self, questions: Sequence[str] | str | None = None,
+                         question_wavs: Sequence[str | os.PathLike] | None = None
+                         ) -> tuple[list[dict[str, Any]], np.ndarray]:
+        """(question records, (Q, D) vectors): text questions first, then spoken ones."""
+        records: list[dict[str, Any]] = []
+        parts = []
+        if questions is not None and not (isinstance(questions, (list, tuple)) and not questions):
+            qs = check_questions(questions)
+            parts.append(_numpy(self.model.encode_text(qs, is_query=True)))
+            records += [{"question": q} for q in qs]
+        if question_wavs:
+            wavs = [os.fspath(w) for w in question_wavs]
+            vecs, texts = self.model.encode_speech(wavs, batch_size=self.batch_size, return_text=True)
+            parts.append(_numpy(vecs))
+            records += [{"question": w, "question_wav": w, "question_transcript": t} for w, t in zip(wavs, texts)]
+        if not records:
+            raise ValueError("no question given: pass question text or a spoken question wav")
+        return records, np.concatenate(parts)
+
+    def query(self, index: SegmentIndex | str | os.PathLike, questions: Sequence[str] | str | None = None,
+              top_k: int = 5, question_wavs: Sequence[str | os.PathLike] | None = None
+              ) -> list[list[dict[str, Any]]]:
+        """The ``top_k`` best segments for each question, best first.
+
+        Returns one list per question (text questions first, then spoken ones) of hit dicts:
+        ``question``, ``rank``, ``score`` (cosine), ``recording_id``, ``path``, ``start``, ``end``
+        (seconds), ``start_sample``, ``end_sample`` and ``transcript``. ``top_k`` above the
+        number of segments returns them all. Each question costs its encoding plus one search.
+        """
+        if not isinstance(index, SegmentIndex):
+            index = self.open_index(index)
+        self._check_index(index)
+        k = check_top_k(top_k)
+        records, vecs = self.encode_questions(questions, question_wavs)
+        if len(index) == 0:
+            logger.warning("the index is empty; nothing to search")
+            return [[] for _ in records]
+        out = []
+        for rec, hits in zip(records, index.search(vecs, k)):
+            out.append([{**rec, **h.to_dict()} for h in hits])
+        return out
+
+    # ------------------------------------------------------------------ clips
+
+    def write_clips(self, hits: Sequence[Sequence[dict[str, Any]]], out_dir: str | os.PathLike) -> Path:
+        return write_clips(hits, out_dir, model_id=self.model_id, sr=self.sr)
+
+
+def write_clips(hits: Sequence[Sequence[dict[str, Any]]], out_dir: str | os.PathLike,
+                model_id: str | None = None, sr: int = 16000) -> Path:
+    """Write the hits of :meth:`LongFormRetriever.query` as wav clips plus ``manifest.json``.
+
+    Only each clip's samples are read (soundfile seek), at the recording's own rate and channels.
+    The manifest (what an audio LLM takes, see :mod:`funasr_clsr.llm`)::
+
+        {"format": "funasr_clsr.clips/1", "created", "model_id",
+         "questions": [{"question", "clips": [{"path", "file", "rank", "score", "start", "end",
+                                               "transcript", "recording_id", "source"}]}]}
+
+    ``path`` is absolute, ``file`` relative to the manifest. Returns the manifest's path.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if hits and isinstance(hits[0], dict):
+        hits = [hits]  # one question's hits
+    questions = []
+    for qi, qhits in enumerate(hits, start=1):
+        clips = []
+        question = None
+        for h in qhits:
+            question = h.get("question", question)
+            src = h["path"]
+            if not os.path.exists(src):
+                raise FileNotFoundError(f"{src}: recording not found (moved or deleted since it was indexed)")
+            name = (f"q{qi:02d}_r{int(h.get('rank', len(clips) + 1)):02d}_{safe_name(Path(src).stem, 40)}_"
+                    f"{h['start']:.2f}-{h['end']:.2f}.wav")
+            clip = write_clip(src, float(h["start"]), float(h["end"]), out / name, sr=sr)
+            clips.append({"path": str(clip.resolve()), "file": name, "rank": h.get("rank"),
+                          "score": h.get("score"), "start": h["start"], "end": h["end"],
+                          "transcript": h.get("transcript"), "recording_id": h["recording_id"], "source": src})
+        questions.append({"question": question, "clips": clips})
+    manifest = {"format": MANIFEST_FORMAT, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "model_id": model_id, "questions": questions}
+    path = out / "manifest.json"
+    tmp = out / ".manifest.json.partial"
+    tmp.write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def _numpy(x: Any) -> np.ndarray:
+    return x.detach().cpu().float().numpy() if hasattr(x, "detach") else np.asarray(x, dtype=np.float32)
+
+
+def _stream_segment_audio(path: str, segments: list[dict[str, Any]], sr: int,
+                          block_seconds: float = 60.0) -> Iterator[dict[str, Any]]:
+    """Attach audio to sorted, non-overlapping segments in one streaming pass over the file."""
+    i, parts = 0, []
+    if not segments:
+        return
+    for start, block in iter_blocks(path, block_seconds, target_sr=sr):
+        stop = start + block.size
+        while i < len(segments):
+            s = segments[i]
+            a, b = max(s["start_sample"], start), min(s["end_sample"], stop)
+            if b > a:
+                parts.append(block[a - start:b - start])
+            if s["end_sample"] <= stop:
+                yield {**s, "audio": np.concatenate(parts) if parts else np.zeros(0, np.float32)}
+                parts = []
+                i += 1
+            else:
+                break
+        if i >= len(segments):
+            return
+
+
+def _wav_declared_seconds(path: str) -> float | None:
+    """Duration a RIFF/WAVE header announces (None if not a plain wav or no usable size).
+
+    libsndfile quietly reads a cut-off wav to its end; comparing with the header tells a
+    truncated copy from a short recording.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            byte_rate = None
+            while True:
+                chunk = f.read(8)
+                if len(chunk) < 8:
+                    return None
+                cid, size = chunk[:4], int.from_bytes(chunk[4:], "little")
+                if cid == b"fmt ":
+                    fmt = f.read(size)
+                    byte_rate = int.from_bytes(fmt[8:12], "little") if len(fmt) >= 12 else None
+                    if size % 2:
+                        f.seek(1, 1)
+                elif cid == b"data":
+                    if not byte_rate or size in (0, 0xFFFFFFFF):  # streaming writers leave these
+                        return None
+                    return size / byte_rate
+                else:
+                    f.seek(size + size % 2, 1)
+    except OSError:
+        return None
