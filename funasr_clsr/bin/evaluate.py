@@ -57,10 +57,10 @@ def load_model(model_dir: str):
                      disable_pbar=True).model.eval()
 
 
-def load_text_encoder(path: str):
+def load_text_encoder(path: str, max_length: int | None):
     from funasr_clsr.text_encoder import TextEncoder
 
-    return TextEncoder(path).eval()
+    return TextEncoder(path, max_length=max_length).eval()
 
 
 def encode_in_batches(fn, items, batch_size: int, desc: str):
@@ -163,7 +163,7 @@ def evaluate(args) -> dict:
         else:
             if not args.text_encoder:
                 raise SystemExit(f"--mode {args.mode} needs --text-encoder DIR")
-            te = load_text_encoder(args.text_encoder)
+            te = load_text_encoder(args.text_encoder, args.text_max_length)
             c_vec = np.concatenate([v.numpy() for v in encode_in_batches(
                 lambda b: te.encode(b, is_query=False), [h if h.strip() else "[UNK]" for h in hyps], 32,
                 "contexts")])
@@ -199,6 +199,9 @@ def main(argv=None) -> None:
     ap.add_argument("--transcripts", help="jsonl {key, text} of precomputed transcripts")
     ap.add_argument("--transcripts-out", help="write the transcripts used here (jsonl)")
     ap.add_argument("--text-encoder", help="text encoder folder (clean_text/cascade)")
+    ap.add_argument("--text-max-length", type=int, default=256,
+                    help="token limit of the text encoder in clean_text/cascade (all-MiniLM-L6-v2 was trained "
+                         "with 256, as the CPU CLSR config uses; BGE: 512)")
     ap.add_argument("--jsonl", required=True)
     ap.add_argument("--question-kind", choices=["text", "speech"], default="text")
     ap.add_argument("--results", required=True, help="results.json to add the row to")

@@ -466,9 +466,10 @@ def render_markdown(
         parts.append("")
 
     if anchors is not None:
-        parts += ["## Anchors (quoted, not measured here)", "",
-                  f"Source: {anchors['source']}. These numbers are copied from the source, on its data "
-                  "and hardware; they are for orientation only.", ""]
+        parts += ["## Anchors (not from this run)", "",
+                  f"Source: {anchors['source']}. These rows were not produced by the command above: each "
+                  "names where it comes from (another command in this repository, or a publication on its own "
+                  "data and hardware); they are for orientation only.", ""]
         arows = []
         for label, row in anchors["rows"].items():
             label_txt = f"{label}, {row['source']}" if row.get("source") else label

@@ -162,7 +162,7 @@ def test_anchors_table_is_labelled_and_validated():
     anchors = R.paper_anchors("spoken_squad")
     md = R.render_markdown(sample(), anchors=anchors, notes="Trained on 200 pairs.")
     sect = md.split("## Anchors")[1].split("## Claims")[0]
-    assert "quoted, not measured here" in md and "arXiv 2511.09282" in sect
+    assert "Anchors (not from this run)" in md and "arXiv 2511.09282" in sect
     clsr = next(line for line in sect.splitlines() if line.startswith("| CLSR (paper)"))
     assert [c.strip() for c in clsr.strip("|").split("|")][1:6] == ["15.1", "70.0", "86.9", "90.7", "-"]
     assert "## Notes" in md and "Trained on 200 pairs." in md
