@@ -46,7 +46,9 @@ def build_tiny(seed: int = 0, frontend_cmvn: str | None = None, **model_conf):
     from funasr import AutoModel
 
     torch.manual_seed(seed)
-    return AutoModel(**tiny_config(frontend_cmvn, **model_conf), device="cpu", disable_update=True, log_level="ERROR")
+    # AutoModel reseeds torch with its own "seed" right before building the model
+    return AutoModel(**tiny_config(frontend_cmvn, **model_conf), device="cpu", disable_update=True, log_level="ERROR",
+                     seed=seed)
 
 
 def tone_speech(text: str, sr: int = 16000, seconds_per_char: float = 0.06, seed: int = 0) -> np.ndarray:

@@ -1,0 +1,215 @@
+"""ParaBGE: Paraformer's speech encoder + a (frozen) BERT-like text encoder as a plain dual encoder.
+
+The paper's second end-to-end baseline (Table 4): the SAN-M speech encoder of the CLSR
+speech branch, without CIF, decoder or VQ bridge. Its frames are mean-pooled, mapped
+linearly to the text encoder's width and L2-normalised; questions go through the text
+encoder exactly as in CLSR. The only loss is the symmetric InfoNCE, so whatever the model
+knows about speech content has to be learnt from the question-context pairs.
+
+The encoder's parameter names (``encoder.*``) match Paraformer/CLSR checkpoints, so
+``++init_param=<asr or clsr>/model.pt`` starts it from a trained ASR encoder.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from funasr.models.transformer.utils.nets_utils import make_pad_mask
+from funasr.register import tables
+from funasr.train_utils.device_funcs import force_gatherable
+
+from funasr_clsr.models.clsr.losses import symmetric_info_nce
+from funasr_clsr.text_encoder import TextEncoder
+from funasr_clsr.tokenizer import WordPieceTokenizer, read_token_list
+from funasr_clsr.version import MODEL_FORMAT_VERSION
+
+
+class ParaBGEFormatError(ValueError):
+    """A model directory written by an incompatible funasr_clsr version."""
+
+
+@tables.register("model_classes", "ParaBGE")
+class ParaBGE(nn.Module):
+    """Speech encoder -> masked mean pool -> linear -> unit vector, in the text encoder's space."""
+
+    def __init__(
+        self,
+        encoder: str = "SANMEncoder",
+        encoder_conf: dict | None = None,
+        input_size: int = 560,
+        specaug: str | None = None,
+        specaug_conf: dict | None = None,
+        normalize: str | None = None,
+        normalize_conf: dict | None = None,
+        text_encoder_conf: dict | None = None,
+        freeze_text_encoder: bool = True,
+        nce_temperature: float = 0.05,
+        clsr_format_version: int | None = None,
+        tokenizer=None,
+        token_list=None,
+        model_path: str | None = None,
+        **kwargs,
+    ):
+        super().__init__()
+        if clsr_format_version is not None and int(clsr_format_version) != MODEL_FORMAT_VERSION:
+            raise ParaBGEFormatError(
+                f"model directory {model_path or ''} has format version {clsr_format_version}, "
+                f"this funasr_clsr reads version {MODEL_FORMAT_VERSION}: re-export it with a matching release")
+        if not text_encoder_conf:
+            raise ValueError("ParaBGE needs a text encoder: set model_conf.text_encoder_conf.path")
+        if nce_temperature <= 0:
+            raise ValueError(f"nce_temperature must be > 0, got {nce_temperature}")
+        # Built from the tables by name, exactly like Paraformer builds its components.
+        self.specaug = tables.specaug_classes.get(specaug)(**(specaug_conf or {})) if specaug else None
+        self.normalize = tables.normalize_classes.get(normalize)(**(normalize_conf or {})) if normalize else None
+        encoder_class = tables.encoder_classes.get(encoder)
+        if encoder_class is None:
+            raise ValueError(f"encoder {encoder!r} is not registered in funasr's encoder_classes")
+        self.encoder = encoder_class(input_size=input_size, **(encoder_conf or {}))
+        self.text_encoder = TextEncoder(base_dir=model_path, **dict(text_encoder_conf))
+        self.speech_proj = nn.Linear(self.encoder.output_size(), self.text_encoder.hidden_size)
+        self.nce_temperature = float(nce_temperature)
+        self.freeze_text_encoder = freeze_text_encoder
+        if freeze_text_encoder:
+            self.text_encoder.requires_grad_(False)
+        # Transcripts are only tokenised by the dataset (FunASR batches carry them); export
+        # writes this token list as tokens.txt.
+        if isinstance(tokenizer, WordPieceTokenizer):
+            self.asr_tokenizer = tokenizer
+        elif token_list is not None:
+            self.asr_tokenizer = WordPieceTokenizer(read_token_list(token_list))
+        else:
+            self.asr_tokenizer = self.text_encoder.tokenizer
+        # kept out of the module tree: the frontend is not part of model.pt
+        self.__dict__["frontend"] = kwargs.get("frontend")
+        self.train(self.training)
+
+    # ------------------------------------------------------------------ set-up
+    def train(self, mode: bool = True):
+        """FunASR's trainer calls train() every epoch; a frozen text encoder stays in eval mode."""
+        super().train(mode)
+        if self.freeze_text_encoder:
+            self.text_encoder.eval()
+        return self
+
+    def on_pretrained_model_loaded(self, loaded_keys: frozenset) -> None:
+        """Say how much of the speech encoder an init checkpoint (Paraformer/CLSR) provided."""
+        enc = [k for k in self.state_dict() if k.startswith("encoder.")]
+        got = [k for k in enc if k in loaded_keys]
+        if len(got) < len(enc):
+            logging.warning("ParaBGE: %d of %d speech-encoder tensors loaded from the checkpoint; the rest "
+                            "(e.g. %s) keep their random initialisation", len(got), len(enc),
+                            ", ".join([k for k in enc if k not in loaded_keys][:5]))
+        else:
+            logging.info("ParaBGE: speech encoder loaded from the checkpoint (%d tensors)", len(enc))
+
+    # ----------------------------------------------------------------- encoders
+    def speech_embed(self, speech: torch.Tensor, speech_lengths: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) features -> (B, H) unit vectors."""
+        if speech_lengths.dim() > 1:
+            speech_lengths = speech_lengths[:, 0]
+        if self.specaug is not None and self.training:
+            speech, speech_lengths = self.specaug(speech, speech_lengths)
+        if self.normalize is not None:
+            speech, speech_lengths = self.normalize(speech, speech_lengths)
+        enc, enc_lens, _ = self.encoder(speech, speech_lengths)
+        if isinstance(enc, tuple):  # intermediate CTC outputs
+            enc = enc[0]
+        keep = (~make_pad_mask(enc_lens, maxlen=enc.size(1))).to(enc.device).unsqueeze(-1).to(enc.dtype)
+        pooled = (enc * keep).sum(1) / keep.sum(1).clamp(min=1.0)
+        return F.normalize(self.speech_proj(pooled), dim=-1)
+
+    def text_embed(self, texts: Sequence[str], is_query: bool = True) -> torch.Tensor:
+        ids, mask = self.text_encoder.tokenize(list(texts), is_query=is_query)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_text_encoder):
+            return self.text_encoder.forward_ids(ids, mask)
+
+    # ----------------------------------------------------------------- training
+    def forward(self, speech, speech_lengths, text=None, text_lengths=None, question=None,
+                question_speech=None, question_speech_lengths=None, **kwargs):
+        """Symmetric InfoNCE between each context and its question (text, or speech).
+
+        ``text``/``text_lengths`` (the context transcripts) play no part in the loss.
+        """
+        batch_size = speech.shape[0]
+        if question is None and question_speech is None:
+            raise ValueError("ParaBGE trains on question-context pairs: the batch has neither `question` "
+                             "nor `question_speech` (use AudioQADataset with a jsonl that has them)")
+        ctx = self.speech_embed(speech, speech_lengths)
+        if question_speech is not None:
+            q = self.speech_embed(question_speech, question_speech_lengths)
+        else:
+            q = self.text_embed(question, is_query=True)
+        loss = symmetric_info_nce(q, ctx, self.nce_temperature)
+        with torch.no_grad():
+            sims = q @ ctx.t()
+            r1 = (sims.argmax(1) == torch.arange(batch_size, device=sims.device)).float().mean()
+        stats = {"loss": loss.detach(), "loss_nce": loss.detach(), "r1_q2c": r1, "batch_size": batch_size}
+        if text_lengths is not None:
+            stats["target_tokens"] = text_lengths.sum().float()
+        return force_gatherable((loss, stats, batch_size), loss.device)
+
+    # ---------------------------------------------------------------- inference
+    def _features(self, inputs: Sequence, sample_rate: int | None = None):
+        """fbank features for wav paths / arrays, with the model's own frontend."""
+        from funasr.utils.load_utils import extract_fbank
+
+        from funasr_clsr.audio import is_silent, load_audio
+
+        if self.frontend is None:
+            raise RuntimeError("model has no frontend; load it with funasr.AutoModel(model=DIR)")
+        wavs = []
+        for item in inputs:
+            wav = load_audio(item, sample_rate=sample_rate, target_sr=self.frontend.fs)
+            if is_silent(wav):
+                logging.warning("input %s is silent; its embedding carries no content",
+                                item if isinstance(item, str) else "<array>")
+            wavs.append(torch.from_numpy(wav))
+        feats, lengths = extract_fbank(wavs, data_type="sound", frontend=self.frontend)
+        return feats, lengths, sum(len(w) for w in wavs) / self.frontend.fs
+
+    @staticmethod
+    def _as_list(inputs) -> list:
+        if isinstance(inputs, (str, bytes)) or (hasattr(inputs, "ndim") and inputs.ndim == 1):
+            return [inputs]
+        return list(inputs)
+
+    @torch.no_grad()
+    def encode_speech(self, inputs, batch_size: int = 8, sample_rate: int | None = None) -> torch.Tensor:
+        """(B, H) unit vectors for wav paths or 16 kHz float arrays (any rate with ``sample_rate``)."""
+        inputs = self._as_list(inputs)
+        device = next(self.parameters()).device
+        vecs = []
+        for start in range(0, len(inputs), batch_size):
+            feats, lengths, _ = self._features(inputs[start:start + batch_size], sample_rate)
+            vecs.append(self.speech_embed(feats.to(device), lengths.to(device)))
+        return torch.cat(vecs) if vecs else torch.empty(0, self.text_encoder.hidden_size)
+
+    @torch.no_grad()
+    def encode_text(self, texts: Sequence[str], is_query: bool = True, batch_size: int = 64) -> torch.Tensor:
+        """(B, H) unit vectors for questions (or passages with ``is_query=False``)."""
+        if isinstance(texts, str):
+            texts = [texts]
+        return self.text_encoder.encode(list(texts), is_query=is_query, batch_size=batch_size)
+
+    @torch.no_grad()
+    def inference(self, data_in, data_lengths=None, key: list | None = None, tokenizer=None,
+                  frontend=None, **kwargs):
+        """FunASR entry point: ``AutoModel.generate(input=wav)`` -> one embedding per input."""
+        if frontend is not None:
+            self.__dict__["frontend"] = frontend
+        t0 = time.perf_counter()
+        inputs = self._as_list(data_in)
+        feats, lengths, seconds = self._features(inputs, kwargs.get("fs"))
+        t1 = time.perf_counter()
+        device = next(self.parameters()).device
+        vecs = self.speech_embed(feats.to(device), lengths.to(device)).cpu().numpy()
+        keys = key or [f"utt{i}" for i in range(len(inputs))]
+        results = [{"key": k, "embedding": v} for k, v in zip(keys, vecs)]
+        meta = {"load_data": f"{t1 - t0:0.3f}", "batch_data_time": max(seconds, 1e-6)}
+        return results, meta
