@@ -23,6 +23,7 @@
 # a re-run skips them unless their settings changed (synthesis then reuses every valid wav).
 
 set -euo pipefail
+invocation="bash recipes/mini_spoken_squad/run.sh $*"   # recorded in results.json
 cd "$(dirname "$0")"
 
 stage=0
@@ -54,6 +55,7 @@ systems=             # stage 4-6 systems besides clsr, e.g. "cascade parabge cla
 whisper=             # true: add the Whisper-base cascade row (faster-whisper, offline)
 text_encoder=        # text encoder folder; empty = all-MiniLM-L6-v2 from the PyPI package
 num_threads=2        # torch threads for training/eval
+tag=                 # experiment variant: stages 2-7 write to exp/<profile><tag> (data is shared)
 
 help_message="Mini Spoken-SQuAD (espeak-ng) recipe. Stages: 0 data, 1 checks, 2 lang, 3 ASR, 4 joint, 5 export, 6 eval, 7 report.
 Options shown as \"\" take their value from conf/profiles/<profile>.sh."
@@ -78,7 +80,7 @@ if [ -z "${python}" ]; then
 fi
 
 data=data/${profile}
-exp=exp/${profile}
+exp=exp/${profile}${tag}
 logdir=${exp}/logs
 mkdir -p "${data}" "${logdir}"
 
@@ -271,7 +273,7 @@ evaluate() {
   fi
   log "  ${name}"
   "${python}" -m funasr_clsr.bin.evaluate --jsonl "${data}/qa_test.jsonl" --results "${results}" --system "${name}" \
-    --profile "${profile}" --command "bash recipes/mini_spoken_squad/run.sh --profile ${profile}" "$@" \
+    --profile "${profile}${tag}" --command "${invocation}" "$@" \
     2>>"${logdir}/eval_${name}.log" | tee -a "${logdir}/stage6_eval.log"
 }
 
