@@ -419,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
                  "the written paragraph; Spoken-SQuAD spells numbers out, so `wer_vs_spelled_out` (reference "
                  "through the recipe's textnorm) is also stored in anchors.json. Texts are cut at "
                  f"{a.max_length} tokens. The recipe's own `clean_text` row (stage 6) differs: it encodes the "
-                 "normalised targets (numbers spelt out) at the encoder's full 512 positions, on the profile's "
+                 "normalised targets (numbers spelt out) at the same 256 tokens, on the profile's "
                  "test split."),
         "text_encoder": name,
         "max_length": a.max_length,
