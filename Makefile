@@ -32,7 +32,7 @@ system-deps:
 	  else echo "espeak-ng is missing and apt-get is unavailable: install espeak-ng and sox" >&2; exit 1; fi; }
 
 test: venv system-deps
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider --durations=15 tests
 
 demo: venv system-deps
 	bash recipes/mini_spoken_squad/run.sh --profile quick
