@@ -1,0 +1,164 @@
+"""benchmarks/speed.py and benchmarks/longform.py in their tiny modes, so the scripts cannot rot.
+
+Each script runs end to end on tiny random models (conf/clsr_tiny.yaml, a 1-layer Whisper) and
+a few seconds of synthetic audio; the checks are on the structure and consistency of the
+results, not on speed.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clsr_testing import CONTEXTS, QUESTIONS, REPO, tone_speech
+
+BENCH = REPO / "benchmarks"
+
+
+def _load(name: str):
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def qa_jsonl(tmp_path_factory) -> Path:
+    """Five synthetic contexts (tone 'speech') with a question each, as the recipe's jsonl has them."""
+    import soundfile as sf
+
+    root = tmp_path_factory.mktemp("bench_qa")
+    rows = []
+    for i, (ctx, q) in enumerate(zip(CONTEXTS[:5], QUESTIONS[:5])):
+        wav = root / f"ctx{i}.wav"
+        sf.write(wav, tone_speech(" ".join([ctx] * 3), seed=i), 16000)
+        rows.append({"source": str(wav), "question": q, "context_id": f"c{i}", "target": ctx})
+    path = root / "qa.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+# --------------------------------------------------------------------------- pure helpers
+
+
+def test_hit_scoring_and_chance_level():
+    lf = _load("longform")
+    segs = [{"start": 0.0, "end": 4.0}, {"start": 4.0, "end": 8.0}, {"start": 8.0, "end": 12.0}]
+    targets = [{"start": 5.0, "end": 9.0}, {"start": 0.5, "end": 1.0}]
+    ranked = [[1, 0, 2], [2, 1, 0]]
+    assert lf.hits_at(ranked, segs, targets, ks=(1, 2, 3)) == {"hit@1": 0.5, "hit@2": 0.5, "hit@3": 1.0}
+    assert lf.chance_hit1(segs, targets) == pytest.approx((2 / 3 + 1 / 3) / 2)
+    assert not lf.overlaps({"start": 4.0, "end": 8.0}, {"start": 8.0, "end": 9.0})  # touching is not overlapping
+    assert lf.top_k_rows(np.array([[0.1, 0.9, 0.5]]), 5) == [[1, 2, 0]]
+
+
+def test_reference_text_has_exactly_the_requested_pieces(tiny_te_dir):
+    bc = _load("bench_common")
+    from funasr_clsr.tokenizer import WordPieceTokenizer
+
+    tok = WordPieceTokenizer(tiny_te_dir / "vocab.txt")
+    for n in (1, 7, 40):
+        assert len(tok.text2tokens(bc.text_with_pieces(tok, "the king of the city", n))) == n
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path):
+    lf = _load("longform")
+    sp = _load("speed")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"source": "x.wav", "context_id": "c0"}) + "\n")
+    with pytest.raises(ValueError, match=r"bad.jsonl:1: no 'question' field"):
+        lf.context_rows(bad)
+    with pytest.raises(FileNotFoundError, match="missing.jsonl"):
+        lf.context_rows(tmp_path / "missing.jsonl")
+    with pytest.raises(SystemExit):
+        sp.parse_args(["--systems", "clsr,nope"])
+    with pytest.raises(SystemExit):
+        lf.parse_args(["--minutes", "ten"])
+
+
+# --------------------------------------------------------------------------- scripts end to end
+
+
+def test_speed_tiny_end_to_end(tmp_path):
+    sp = _load("speed")
+    out = tmp_path / "speed.json"
+    md = tmp_path / "speed.md"
+    report = sp.main(["--tiny", "--threads", "1", "--repeats", "1", "--warmup", "0", "--json", str(out),
+                      "--markdown", str(md)])
+    saved = json.loads(out.read_text())
+    assert saved["targets"] == json.loads(json.dumps(report["targets"]))
+    timings = saved["timings"]
+    assert set(timings) == {f"{s}@b{b}" for s in sp.ALL_SYSTEMS for b in (1, 2)}
+    for key, t in timings.items():
+        assert t["median_s"] > 0 and t["rtf"] == pytest.approx(t["median_s"] / t["audio_s"], rel=1e-2), key
+        if t["system"] in ("whisper_hf", "fw_fp32", "fw_int8"):
+            assert t["forced_length_ok"], (key, t["decoded_tokens"])  # every cascade decoded exactly --tokens
+    # the CIF forcing reaches the decoder: it processes exactly --tokens tokens per utterance
+    assert saved["models"]["clsr"]["forced_tokens_seen_by_decoder"] == 8
+    # ratios are computed from this run's medians
+    sv = saved["targets"]["speedup_vs_whisper_hf_b1_fp32"]
+    assert sv["value"] == pytest.approx(timings["whisper_hf@b1"]["median_s"] / timings["clsr@b1"]["median_s"], rel=1e-2)
+    prof = saved["profile_clsr"]["clsr@b2"]
+    stages = ("fbank", "encoder", "cif", "decoder", "vq_and_text_encoder", "other")
+    assert sum(prof[k] for k in stages) == pytest.approx(prof["total"], abs=2e-3)
+    assert 0.0 < prof["text_encoder"] <= prof["vq_and_text_encoder"] + 1e-4
+    cos = saved["int8_quality"]["clsr_random_speech_branch"]
+    assert -1.0 <= cos["min"] <= cos["mean"] <= 1.0 + 1e-6 and cos["n"] == 2
+    assert "| clsr | 1 |" in md.read_text()
+
+
+def test_forced_token_count_changes_only_the_token_count(tiny_te_dir):
+    sp = _load("speed")
+    bc = _load("bench_common")
+    model, _ = bc.build_clsr(REPO / "conf" / "clsr_tiny.yaml", tiny_te_dir)
+    wav = tone_speech("one two three four", seed=3)
+    plain = model.encode_speech([wav])
+    with sp.forced_token_count(model, None):
+        same = model.encode_speech([wav])
+    assert np.allclose(plain.numpy(), same.numpy())
+    for n in (3, 11):
+        assert sp.check_forced_length(model, wav, n) == n
+    assert "calc_predictor" not in model.__dict__  # the patch is removed afterwards
+
+
+def test_longform_tiny_end_to_end(tmp_path, qa_jsonl):
+    lf = _load("longform")
+    out = tmp_path / "longform.json"
+    report = lf.main(["--tiny", "--jsonl", str(qa_jsonl), "--minutes", "0.25", "--window", "4", "--batch", "4",
+                      "--memory-hours", "0.005", "--threads", "1", "--work", str(tmp_path / "work"),
+                      "--json", str(out)])
+    saved = json.loads(out.read_text())
+    (rec,) = saved["recordings"]
+    assert rec["questions"] == rec["contexts"] >= 2 and rec["segments"] >= 3
+    assert rec["audio_s"] == pytest.approx(15.0, abs=8.0)
+    for system in ("clsr", "cascade_dense", "cascade_bm25"):
+        assert 0.0 <= rec[system]["hit@1"] <= rec[system]["hit@3"] <= 1.0, system
+    assert 0.0 < rec["chance@1"] <= 1.0
+    assert rec["query_ms"]["median"] > 0 and rec["index_rtf"] > 0
+    mem = saved["memory"]
+    assert mem["peak_rss_mb"] >= mem["rss_after_model_load_mb"] > 0 and mem["segments"] >= 4
+    assert set(saved["targets"]) >= {"peak_memory_mb_0.005h"}
+    assert report["model"]["what"].startswith("tiny random model")
+    assert not list((tmp_path / "work").glob("*.wav"))  # recordings are removed once scored
+
+
+def test_recording_layout_is_sample_exact(tmp_path, qa_jsonl):
+    import soundfile as sf
+
+    lf = _load("longform")
+    contexts = lf.context_rows(qa_jsonl)
+    rec = lf.build_recording(contexts, 0.2, tmp_path / "r.wav", gap_s=0.25)
+    wav, sr = sf.read(tmp_path / "r.wav", dtype="float32")
+    assert len(wav) / sr == pytest.approx(rec["seconds"])
+    first, second = rec["contexts"][:2]
+    src, _ = sf.read(first["source"], dtype="float32")
+    assert first["start_sample"] == 0 and first["end_sample"] == len(src)
+    assert second["start_sample"] == len(src) + int(0.25 * sr)
+    assert np.allclose(wav[: len(src)], src, atol=1 / 32768 + 1e-6)
+    assert not wav[first["end_sample"]:second["start_sample"]].any()
