@@ -27,10 +27,11 @@ QUESTIONS = [
 ]
 
 
-def tiny_config(frontend_cmvn: str | None = None, **model_conf) -> dict:
+def tiny_config(frontend_cmvn: str | None = None, conf: Path = TINY_CONF, **model_conf) -> dict:
+    """``conf`` (default the tiny CLSR) pointed at the tiny text encoder, its vocabulary and ``frontend_cmvn``."""
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.to_container(OmegaConf.load(TINY_CONF))
+    cfg = OmegaConf.to_container(OmegaConf.load(conf))
     cfg["model_conf"]["text_encoder_conf"]["path"] = str(TINY_TE)
     cfg["tokenizer_conf"]["token_list"] = str(TINY_TE / "vocab.txt")
     cfg["model_conf"].update(model_conf)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -32,3 +34,13 @@ def pair_dir(tmp_path_factory) -> Path:
     for name, lines in (("text_q.jsonl", text_lines), ("speech_q.jsonl", speech_lines)):
         (root / name).write_text("".join(json.dumps(x) + "\n" for x in lines))
     return root
+
+
+@pytest.fixture(scope="session")
+def cmvn(pair_dir) -> Path:
+    """am.mvn of the pair_dir fixture's speech, computed once by the package's own CLI."""
+    out = pair_dir / "am.mvn"
+    if not out.exists():
+        subprocess.run([sys.executable, "-m", "funasr_clsr.bin.compute_cmvn", "--jsonl",
+                        str(pair_dir / "speech_q.jsonl"), "--out", str(out)], check=True, capture_output=True)
+    return out

@@ -3,19 +3,9 @@ import logging
 import subprocess
 import sys
 
-import pytest
 import torch
 
 from clsr_testing import QUESTIONS, REPO, TINY_TE, build_tiny, tiny_config
-
-
-@pytest.fixture(scope="module")
-def cmvn(pair_dir):
-    out = pair_dir / "am.mvn"
-    if not out.exists():
-        subprocess.run([sys.executable, "-m", "funasr_clsr.bin.compute_cmvn", "--jsonl",
-                        str(pair_dir / "speech_q.jsonl"), "--out", str(out)], check=True, capture_output=True)
-    return out
 
 
 def _train(pair_dir, cmvn, out, *extra):

@@ -10,9 +10,7 @@ trains it too, as CLAP does.
 """
 from __future__ import annotations
 
-import logging
 import math
-import time
 from typing import Sequence
 
 import torch
@@ -24,6 +22,7 @@ from funasr.register import tables
 from funasr.train_utils.device_funcs import force_gatherable
 
 from funasr_clsr.models.clsr.losses import symmetric_info_nce
+from funasr_clsr.models.dual_encoder import DualEncoderMixin, masked_mean
 from funasr_clsr.text_encoder import TextEncoder
 from funasr_clsr.tokenizer import WordPieceTokenizer, read_token_list
 from funasr_clsr.version import MODEL_FORMAT_VERSION
@@ -102,7 +101,7 @@ class ProjectionHead(nn.Module):
 
 
 @tables.register("model_classes", "CLAPStyle")
-class CLAPStyle(nn.Module):
+class CLAPStyle(DualEncoderMixin, nn.Module):
     """Audio tower + text tower with projection heads; symmetric contrastive loss only."""
 
     def __init__(
@@ -173,13 +172,6 @@ class CLAPStyle(nn.Module):
         self.__dict__["frontend"] = kwargs.get("frontend")  # not part of model.pt
         self.train(self.training)
 
-    def train(self, mode: bool = True):
-        """FunASR's trainer calls train() every epoch; a frozen text encoder stays in eval mode."""
-        super().train(mode)
-        if self.freeze_text_encoder:
-            self.text_encoder.eval()
-        return self
-
     @property
     def temperature(self) -> torch.Tensor:
         return torch.exp(-self.logit_scale.clamp(max=self.max_logit_scale))
@@ -187,24 +179,14 @@ class CLAPStyle(nn.Module):
     # ----------------------------------------------------------------- towers
     def audio_embed(self, speech: torch.Tensor, speech_lengths: torch.Tensor) -> torch.Tensor:
         """(B, T, D) features -> (B, embed_dim) unit vectors."""
-        if speech_lengths.dim() > 1:
-            speech_lengths = speech_lengths[:, 0]
-        if self.specaug is not None and self.training:
-            speech, speech_lengths = self.specaug(speech, speech_lengths)
-        if self.normalize is not None:
-            speech, speech_lengths = self.normalize(speech, speech_lengths)
-        enc, enc_lens, _ = self.encoder(speech, speech_lengths)
-        if isinstance(enc, tuple):
-            enc = enc[0]
-        pad = make_pad_mask(enc_lens, maxlen=enc.size(1)).to(enc.device)
+        enc, pad = self._encode_frames(speech, speech_lengths)
         if self.audio_pooling == "cls":
             cls = self.cls_token.to(enc.dtype).expand(enc.size(0), 1, -1)
             seq = torch.cat([cls, enc], dim=1)
             pad = torch.cat([pad.new_zeros(enc.size(0), 1), pad], dim=1)
             pooled = self.cls_layer(seq, src_key_padding_mask=pad)[:, 0]
         else:
-            keep = (~pad).unsqueeze(-1).to(enc.dtype)
-            pooled = (enc * keep).sum(1) / keep.sum(1).clamp(min=1.0)
+            pooled = masked_mean(enc, pad)
         return F.normalize(self.audio_proj(pooled), dim=-1)
 
     def _text_tower(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -242,64 +224,11 @@ class CLAPStyle(nn.Module):
             stats["target_tokens"] = text_lengths.sum().float()
         return force_gatherable((loss, stats, batch_size), loss.device)
 
-    # ---------------------------------------------------------------- inference
-    def _features(self, inputs: Sequence, sample_rate: int | None = None):
-        """fbank features for wav paths / arrays, with the model's own frontend."""
-        from funasr.utils.load_utils import extract_fbank
+    # ------------------------------------------------- hooks of DualEncoderMixin
+    # (which provides encode_speech, encode_text, inference and the feature loading)
+    def _embed_features(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.audio_embed(feats, lengths)
 
-        from funasr_clsr.audio import is_silent, load_audio
-
-        if self.frontend is None:
-            raise RuntimeError("model has no frontend; load it with funasr.AutoModel(model=DIR)")
-        wavs = []
-        for item in inputs:
-            wav = load_audio(item, sample_rate=sample_rate, target_sr=self.frontend.fs)
-            if is_silent(wav):
-                logging.warning("input %s is silent; its embedding carries no content",
-                                item if isinstance(item, str) else "<array>")
-            wavs.append(torch.from_numpy(wav))
-        feats, lengths = extract_fbank(wavs, data_type="sound", frontend=self.frontend)
-        return feats, lengths, sum(len(w) for w in wavs) / self.frontend.fs
-
-    @staticmethod
-    def _as_list(inputs) -> list:
-        if isinstance(inputs, (str, bytes)) or (hasattr(inputs, "ndim") and inputs.ndim == 1):
-            return [inputs]
-        return list(inputs)
-
-    @torch.no_grad()
-    def encode_speech(self, inputs, batch_size: int = 8, sample_rate: int | None = None) -> torch.Tensor:
-        """(B, embed_dim) unit vectors for wav paths or 16 kHz float arrays."""
-        inputs = self._as_list(inputs)
-        device = next(self.parameters()).device
-        vecs = []
-        for start in range(0, len(inputs), batch_size):
-            feats, lengths, _ = self._features(inputs[start:start + batch_size], sample_rate)
-            vecs.append(self.audio_embed(feats.to(device), lengths.to(device)))
-        return torch.cat(vecs) if vecs else torch.empty(0, self.embed_dim)
-
-    @torch.no_grad()
-    def encode_text(self, texts: Sequence[str], is_query: bool = True, batch_size: int = 64) -> torch.Tensor:
-        """(B, embed_dim) unit vectors for questions (or passages with ``is_query=False``)."""
-        if isinstance(texts, str):
-            texts = [texts]
-        texts = list(texts)
-        vecs = [self.text_embed(texts[s:s + batch_size], is_query=is_query) for s in range(0, len(texts), batch_size)]
-        return torch.cat(vecs) if vecs else torch.empty(0, self.embed_dim)
-
-    @torch.no_grad()
-    def inference(self, data_in, data_lengths=None, key: list | None = None, tokenizer=None,
-                  frontend=None, **kwargs):
-        """FunASR entry point: ``AutoModel.generate(input=wav)`` -> one embedding per input."""
-        if frontend is not None:
-            self.__dict__["frontend"] = frontend
-        t0 = time.perf_counter()
-        inputs = self._as_list(data_in)
-        feats, lengths, seconds = self._features(inputs, kwargs.get("fs"))
-        t1 = time.perf_counter()
-        device = next(self.parameters()).device
-        vecs = self.audio_embed(feats.to(device), lengths.to(device)).cpu().numpy()
-        keys = key or [f"utt{i}" for i in range(len(inputs))]
-        results = [{"key": k, "embedding": v} for k, v in zip(keys, vecs)]
-        meta = {"load_data": f"{t1 - t0:0.3f}", "batch_data_time": max(seconds, 1e-6)}
-        return results, meta
+    @property
+    def _embedding_dim(self) -> int:
+        return self.embed_dim

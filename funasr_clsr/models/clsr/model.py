@@ -29,6 +29,7 @@ from funasr.train_utils.device_funcs import force_gatherable
 
 from funasr_clsr.models.clsr.losses import mwer_negative_sampling, symmetric_info_nce
 from funasr_clsr.models.clsr.vq import VQAdaptor
+from funasr_clsr.models.dual_encoder import load_speech_features
 from funasr_clsr.text_encoder import TextEncoder
 from funasr_clsr.tokenizer import WordPieceTokenizer, read_token_list
 from funasr_clsr.version import MODEL_FORMAT_VERSION
@@ -300,23 +301,7 @@ class CLSR(Paraformer):
     # ---------------------------------------------------------------- inference
     def _features(self, inputs: Sequence, sample_rate: int | None = None):
         """fbank features for wav paths / arrays, with the model's own frontend."""
-        from funasr.utils.load_utils import extract_fbank
-
-        from funasr_clsr.audio import is_silent, load_audio
-
-        if self.frontend is None:
-            raise RuntimeError("model has no frontend; load it with funasr.AutoModel(model=DIR)")
-        if isinstance(inputs, (str, bytes)) or (hasattr(inputs, "ndim") and getattr(inputs, "ndim") == 1):
-            inputs = [inputs]
-        wavs = []
-        for item in inputs:
-            wav = load_audio(item, sample_rate=sample_rate, target_sr=self.frontend.fs)
-            if is_silent(wav):
-                logging.warning("input %s is silent; its embedding carries no content",
-                                item if isinstance(item, str) else "<array>")
-            wavs.append(torch.from_numpy(wav))
-        feats, lengths = extract_fbank(wavs, data_type="sound", frontend=self.frontend)
-        return feats, lengths, sum(len(w) for w in wavs) / self.frontend.fs
+        return load_speech_features(self.frontend, inputs, sample_rate)
 
     @torch.no_grad()
     def _decode(self, feats, lengths):

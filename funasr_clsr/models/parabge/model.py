@@ -12,18 +12,17 @@ The encoder's parameter names (``encoder.*``) match Paraformer/CLSR checkpoints,
 from __future__ import annotations
 
 import logging
-import time
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from funasr.models.transformer.utils.nets_utils import make_pad_mask
 from funasr.register import tables
 from funasr.train_utils.device_funcs import force_gatherable
 
 from funasr_clsr.models.clsr.losses import symmetric_info_nce
+from funasr_clsr.models.dual_encoder import DualEncoderMixin, masked_mean
 from funasr_clsr.text_encoder import TextEncoder
 from funasr_clsr.tokenizer import WordPieceTokenizer, read_token_list
 from funasr_clsr.version import MODEL_FORMAT_VERSION
@@ -34,7 +33,7 @@ class ParaBGEFormatError(ValueError):
 
 
 @tables.register("model_classes", "ParaBGE")
-class ParaBGE(nn.Module):
+class ParaBGE(DualEncoderMixin, nn.Module):
     """Speech encoder -> masked mean pool -> linear -> unit vector, in the text encoder's space."""
 
     def __init__(
@@ -90,13 +89,6 @@ class ParaBGE(nn.Module):
         self.train(self.training)
 
     # ------------------------------------------------------------------ set-up
-    def train(self, mode: bool = True):
-        """FunASR's trainer calls train() every epoch; a frozen text encoder stays in eval mode."""
-        super().train(mode)
-        if self.freeze_text_encoder:
-            self.text_encoder.eval()
-        return self
-
     def on_pretrained_model_loaded(self, loaded_keys: frozenset) -> None:
         """Say how much of the speech encoder an init checkpoint (Paraformer/CLSR) provided."""
         enc = [k for k in self.state_dict() if k.startswith("encoder.")]
@@ -111,17 +103,8 @@ class ParaBGE(nn.Module):
     # ----------------------------------------------------------------- encoders
     def speech_embed(self, speech: torch.Tensor, speech_lengths: torch.Tensor) -> torch.Tensor:
         """(B, T, D) features -> (B, H) unit vectors."""
-        if speech_lengths.dim() > 1:
-            speech_lengths = speech_lengths[:, 0]
-        if self.specaug is not None and self.training:
-            speech, speech_lengths = self.specaug(speech, speech_lengths)
-        if self.normalize is not None:
-            speech, speech_lengths = self.normalize(speech, speech_lengths)
-        enc, enc_lens, _ = self.encoder(speech, speech_lengths)
-        if isinstance(enc, tuple):  # intermediate CTC outputs
-            enc = enc[0]
-        keep = (~make_pad_mask(enc_lens, maxlen=enc.size(1))).to(enc.device).unsqueeze(-1).to(enc.dtype)
-        pooled = (enc * keep).sum(1) / keep.sum(1).clamp(min=1.0)
+        enc, pad = self._encode_frames(speech, speech_lengths)
+        pooled = masked_mean(enc, pad)
         return F.normalize(self.speech_proj(pooled), dim=-1)
 
     def text_embed(self, texts: Sequence[str], is_query: bool = True) -> torch.Tensor:
@@ -154,62 +137,11 @@ class ParaBGE(nn.Module):
             stats["target_tokens"] = text_lengths.sum().float()
         return force_gatherable((loss, stats, batch_size), loss.device)
 
-    # ---------------------------------------------------------------- inference
-    def _features(self, inputs: Sequence, sample_rate: int | None = None):
-        """fbank features for wav paths / arrays, with the model's own frontend."""
-        from funasr.utils.load_utils import extract_fbank
+    # ------------------------------------------------- hooks of DualEncoderMixin
+    # (which provides encode_speech, encode_text, inference and the feature loading)
+    def _embed_features(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.speech_embed(feats, lengths)
 
-        from funasr_clsr.audio import is_silent, load_audio
-
-        if self.frontend is None:
-            raise RuntimeError("model has no frontend; load it with funasr.AutoModel(model=DIR)")
-        wavs = []
-        for item in inputs:
-            wav = load_audio(item, sample_rate=sample_rate, target_sr=self.frontend.fs)
-            if is_silent(wav):
-                logging.warning("input %s is silent; its embedding carries no content",
-                                item if isinstance(item, str) else "<array>")
-            wavs.append(torch.from_numpy(wav))
-        feats, lengths = extract_fbank(wavs, data_type="sound", frontend=self.frontend)
-        return feats, lengths, sum(len(w) for w in wavs) / self.frontend.fs
-
-    @staticmethod
-    def _as_list(inputs) -> list:
-        if isinstance(inputs, (str, bytes)) or (hasattr(inputs, "ndim") and inputs.ndim == 1):
-            return [inputs]
-        return list(inputs)
-
-    @torch.no_grad()
-    def encode_speech(self, inputs, batch_size: int = 8, sample_rate: int | None = None) -> torch.Tensor:
-        """(B, H) unit vectors for wav paths or 16 kHz float arrays (any rate with ``sample_rate``)."""
-        inputs = self._as_list(inputs)
-        device = next(self.parameters()).device
-        vecs = []
-        for start in range(0, len(inputs), batch_size):
-            feats, lengths, _ = self._features(inputs[start:start + batch_size], sample_rate)
-            vecs.append(self.speech_embed(feats.to(device), lengths.to(device)))
-        return torch.cat(vecs) if vecs else torch.empty(0, self.text_encoder.hidden_size)
-
-    @torch.no_grad()
-    def encode_text(self, texts: Sequence[str], is_query: bool = True, batch_size: int = 64) -> torch.Tensor:
-        """(B, H) unit vectors for questions (or passages with ``is_query=False``)."""
-        if isinstance(texts, str):
-            texts = [texts]
-        return self.text_encoder.encode(list(texts), is_query=is_query, batch_size=batch_size)
-
-    @torch.no_grad()
-    def inference(self, data_in, data_lengths=None, key: list | None = None, tokenizer=None,
-                  frontend=None, **kwargs):
-        """FunASR entry point: ``AutoModel.generate(input=wav)`` -> one embedding per input."""
-        if frontend is not None:
-            self.__dict__["frontend"] = frontend
-        t0 = time.perf_counter()
-        inputs = self._as_list(data_in)
-        feats, lengths, seconds = self._features(inputs, kwargs.get("fs"))
-        t1 = time.perf_counter()
-        device = next(self.parameters()).device
-        vecs = self.speech_embed(feats.to(device), lengths.to(device)).cpu().numpy()
-        keys = key or [f"utt{i}" for i in range(len(inputs))]
-        results = [{"key": k, "embedding": v} for k, v in zip(keys, vecs)]
-        meta = {"load_data": f"{t1 - t0:0.3f}", "batch_data_time": max(seconds, 1e-6)}
-        return results, meta
+    @property
+    def _embedding_dim(self) -> int:
+        return self.text_encoder.hidden_size

@@ -10,19 +10,13 @@ import pytest
 import torch
 import yaml
 
-from clsr_testing import QUESTIONS, REPO, TINY_TE
+from clsr_testing import QUESTIONS, REPO, TINY_TE, tiny_config
 
 CONF = REPO / "conf" / "clap_tiny.yaml"
 
 
 def clap_config(cmvn=None, **model_conf) -> dict:
-    cfg = yaml.safe_load(CONF.read_text())
-    cfg["model_conf"]["text_encoder_conf"]["path"] = str(TINY_TE)
-    cfg["tokenizer_conf"]["token_list"] = str(TINY_TE / "vocab.txt")
-    cfg["model_conf"].update(model_conf)
-    if cmvn:
-        cfg["frontend_conf"]["cmvn_file"] = str(cmvn)
-    return cfg
+    return tiny_config(cmvn, conf=CONF, **model_conf)
 
 
 def build(cmvn=None, seed: int = 0, cfg: dict | None = None, **model_conf):
@@ -32,15 +26,6 @@ def build(cmvn=None, seed: int = 0, cfg: dict | None = None, **model_conf):
 
     cfg = cfg or clap_config(cmvn, **model_conf)
     return AutoModel(**cfg, seed=seed, device="cpu", disable_update=True, log_level="ERROR")
-
-
-@pytest.fixture(scope="module")
-def cmvn(pair_dir):
-    out = pair_dir / "am.mvn"
-    if not out.exists():
-        subprocess.run([sys.executable, "-m", "funasr_clsr.bin.compute_cmvn", "--jsonl",
-                        str(pair_dir / "speech_q.jsonl"), "--out", str(out)], check=True, capture_output=True)
-    return out
 
 
 @pytest.fixture(scope="module")

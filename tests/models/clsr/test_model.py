@@ -4,8 +4,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,15 +11,6 @@ import soundfile as sf
 import torch
 
 from clsr_testing import CONTEXTS, QUESTIONS, TINY_TE, build_tiny, tiny_config, tone_speech
-
-
-@pytest.fixture(scope="module")
-def cmvn(pair_dir):
-    out = pair_dir / "am.mvn"
-    if not out.exists():
-        subprocess.run([sys.executable, "-m", "funasr_clsr.bin.compute_cmvn", "--jsonl",
-                        str(pair_dir / "speech_q.jsonl"), "--out", str(out)], check=True, capture_output=True)
-    return out
 
 
 @pytest.fixture(scope="module")

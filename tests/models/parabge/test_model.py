@@ -16,13 +16,7 @@ CONF = REPO / "conf" / "parabge_tiny.yaml"
 
 
 def parabge_config(cmvn=None, **model_conf) -> dict:
-    cfg = yaml.safe_load(CONF.read_text())
-    cfg["model_conf"]["text_encoder_conf"]["path"] = str(TINY_TE)
-    cfg["tokenizer_conf"]["token_list"] = str(TINY_TE / "vocab.txt")
-    cfg["model_conf"].update(model_conf)
-    if cmvn:
-        cfg["frontend_conf"]["cmvn_file"] = str(cmvn)
-    return cfg
+    return tiny_config(cmvn, conf=CONF, **model_conf)
 
 
 def build(cmvn=None, seed: int = 0, log_level: str = "ERROR", init_param: str | None = None, **model_conf):
@@ -34,15 +28,6 @@ def build(cmvn=None, seed: int = 0, log_level: str = "ERROR", init_param: str | 
     # AutoModel seeds torch itself (``seed``, default 0) before building
     return AutoModel(**parabge_config(cmvn, **model_conf), seed=seed, device="cpu", disable_update=True,
                      log_level=log_level, **extra)
-
-
-@pytest.fixture(scope="module")
-def cmvn(pair_dir):
-    out = pair_dir / "am.mvn"
-    if not out.exists():
-        subprocess.run([sys.executable, "-m", "funasr_clsr.bin.compute_cmvn", "--jsonl",
-                        str(pair_dir / "speech_q.jsonl"), "--out", str(out)], check=True, capture_output=True)
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,136 @@
+"""Pieces shared by the dual-encoder baselines (ParaBGE, CLAP-style) and usable by CLSR.
+
+Model folders do not import each other (FunASR's layout), so the speech-side public API the
+baselines have in common lives here: fbank features from wav paths/arrays with the model's own
+frontend, the speech encoder's padded output and its masked mean, and ``encode_speech`` /
+``encode_text`` / FunASR's ``inference`` built on two per-model hooks. funasr is imported
+lazily so importing this module stays cheap.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Sequence
+
+import torch
+
+
+def as_input_list(inputs) -> list:
+    """One wav path/bytes/1-D array -> a one-item list; a batch (list, 2-D array) -> a list."""
+    if isinstance(inputs, (str, bytes)) or (hasattr(inputs, "ndim") and inputs.ndim == 1):
+        return [inputs]
+    return list(inputs)
+
+
+def load_speech_features(frontend, inputs, sample_rate: int | None = None):
+    """fbank features for wav paths / arrays with ``frontend``: (feats, lengths, seconds of audio)."""
+    from funasr.utils.load_utils import extract_fbank
+
+    from funasr_clsr.audio import is_silent, load_audio
+
+    if frontend is None:
+        raise RuntimeError("model has no frontend; load it with funasr.AutoModel(model=DIR)")
+    wavs = []
+    for item in as_input_list(inputs):
+        wav = load_audio(item, sample_rate=sample_rate, target_sr=frontend.fs)
+        if is_silent(wav):
+            logging.warning("input %s is silent; its embedding carries no content",
+                            item if isinstance(item, str) else "<array>")
+        wavs.append(torch.from_numpy(wav))
+    feats, lengths = extract_fbank(wavs, data_type="sound", frontend=frontend)
+    return feats, lengths, sum(len(w) for w in wavs) / frontend.fs
+
+
+def masked_mean(enc: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+    """(B, T, D) frames, (B, T) True-at-padding -> (B, D) mean over the real frames."""
+    keep = (~pad).unsqueeze(-1).to(enc.dtype)
+    return (enc * keep).sum(1) / keep.sum(1).clamp(min=1.0)
+
+
+class DualEncoderMixin:
+    """Speech-side API of a dual encoder (an ``nn.Module`` listed before it in the bases).
+
+    The model provides ``specaug``, ``normalize``, ``encoder``, ``text_encoder``,
+    ``freeze_text_encoder``, ``frontend`` (in ``__dict__``, outside model.pt) and ``text_embed``,
+    and implements the two hooks ``_embed_features`` and ``_embedding_dim``.
+    """
+
+    # ----------------------------------------------------------------- hooks
+    def _embed_features(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) features -> (B, E) unit vectors (the model's speech tower)."""
+        raise NotImplementedError
+
+    @property
+    def _embedding_dim(self) -> int:
+        """E, the width of the vectors both towers return (for empty inputs)."""
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------- set-up
+    def train(self, mode: bool = True):
+        """FunASR's trainer calls train() every epoch; a frozen text encoder stays in eval mode."""
+        super().train(mode)
+        if self.freeze_text_encoder:
+            self.text_encoder.eval()
+        return self
+
+    # ----------------------------------------------------------------- speech tower
+    def _encode_frames(self, speech: torch.Tensor, speech_lengths: torch.Tensor):
+        """specaug (training only) -> normalize -> encoder: (B, T', D) frames and their padding mask."""
+        from funasr.models.transformer.utils.nets_utils import make_pad_mask
+
+        if speech_lengths.dim() > 1:
+            speech_lengths = speech_lengths[:, 0]
+        if self.specaug is not None and self.training:
+            speech, speech_lengths = self.specaug(speech, speech_lengths)
+        if self.normalize is not None:
+            speech, speech_lengths = self.normalize(speech, speech_lengths)
+        enc, enc_lens, _ = self.encoder(speech, speech_lengths)
+        if isinstance(enc, tuple):  # intermediate CTC outputs
+            enc = enc[0]
+        return enc, make_pad_mask(enc_lens, maxlen=enc.size(1)).to(enc.device)
+
+    # ---------------------------------------------------------------- inference
+    def _features(self, inputs: Sequence, sample_rate: int | None = None):
+        """fbank features for wav paths / arrays, with the model's own frontend."""
+        return load_speech_features(self.frontend, inputs, sample_rate)
+
+    @staticmethod
+    def _as_list(inputs) -> list:
+        return as_input_list(inputs)
+
+    @torch.no_grad()
+    def encode_speech(self, inputs, batch_size: int = 8, sample_rate: int | None = None) -> torch.Tensor:
+        """(B, E) unit vectors for wav paths or 16 kHz float arrays (any rate with ``sample_rate``)."""
+        inputs = self._as_list(inputs)
+        device = next(self.parameters()).device
+        vecs = []
+        for start in range(0, len(inputs), batch_size):
+            feats, lengths, _ = self._features(inputs[start:start + batch_size], sample_rate)
+            vecs.append(self._embed_features(feats.to(device), lengths.to(device)))
+        return torch.cat(vecs) if vecs else torch.empty(0, self._embedding_dim)
+
+    @torch.no_grad()
+    def encode_text(self, texts: Sequence[str], is_query: bool = True, batch_size: int = 64) -> torch.Tensor:
+        """(B, E) unit vectors for questions (or passages with ``is_query=False``)."""
+        if isinstance(texts, str):
+            texts = [texts]
+        texts = list(texts)
+        vecs = [self.text_embed(texts[s:s + batch_size], is_query=is_query) for s in range(0, len(texts), batch_size)]
+        return torch.cat(vecs) if vecs else torch.empty(0, self._embedding_dim)
+
+    @torch.no_grad()
+    def inference(self, data_in, data_lengths=None, key: list | None = None, tokenizer=None,
+                  frontend=None, **kwargs):
+        """FunASR entry point: ``AutoModel.generate(input=wav)`` -> one embedding per input."""
+        if frontend is not None:
+            self.__dict__["frontend"] = frontend
+        t0 = time.perf_counter()
+        inputs = self._as_list(data_in)
+        feats, lengths, seconds = self._features(inputs, kwargs.get("fs"))
+        t1 = time.perf_counter()
+        device = next(self.parameters()).device
+        vecs = self._embed_features(feats.to(device), lengths.to(device)).cpu().numpy()
+        keys = key or [f"utt{i}" for i in range(len(inputs))]
+        results = [{"key": k, "embedding": v} for k, v in zip(keys, vecs)]
+        meta = {"load_data": f"{t1 - t0:0.3f}", "batch_data_time": max(seconds, 1e-6)}
+        return results, meta
