@@ -108,7 +108,8 @@ def test_speed_tiny_end_to_end(tmp_path):
     stages = ("fbank", "encoder", "cif", "decoder", "vq_and_text_encoder", "other")
     assert sum(prof[k] for k in stages) == pytest.approx(prof["total"], abs=2e-3)
     assert 0.0 < prof["text_encoder"] <= prof["vq_and_text_encoder"] + 1e-4
-    cos = saved["int8_quality"]["clsr_random_speech_branch"]
+    assert saved["torch_threads_during_timing"] == 1
+    cos = saved["int8_quality"]["clsr_int8_random_speech_branch"]
     assert -1.0 <= cos["min"] <= cos["mean"] <= 1.0 + 1e-6 and cos["n"] == 2
     assert "| clsr | 1 |" in md.read_text()
 
@@ -162,3 +163,19 @@ def test_recording_layout_is_sample_exact(tmp_path, qa_jsonl):
     assert second["start_sample"] == len(src) + int(0.25 * sr)
     assert np.allclose(wav[: len(src)], src, atol=1 / 32768 + 1e-6)
     assert not wav[first["end_sample"]:second["start_sample"]].any()
+
+
+def test_int8_scopes_quantise_the_right_layers(tiny_te_dir):
+    sp = _load("speed")
+    bc = _load("bench_common")
+    model, _ = bc.build_clsr(REPO / "conf" / "clsr_tiny.yaml", tiny_te_dir)
+
+    def quantised(m):
+        return {n.split(".")[0] for n, mod in m.named_modules() if mod._get_name() == "DynamicQuantizedLinear"}
+
+    assert "text_encoder" not in quantised(sp.quantize_int8(model, "speech")) and "decoder" in quantised(
+        sp.quantize_int8(model, "speech"))
+    assert {"text_encoder", "encoder", "decoder"} <= quantised(sp.quantize_int8(model, "all"))
+    assert quantised(model) == set()  # the fp32 model is left as it was
+    with pytest.raises(ValueError, match="int8 scope"):
+        sp.quantize_int8(model, "half")
