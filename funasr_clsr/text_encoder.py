@@ -9,7 +9,6 @@ The folder is a Hugging Face / sentence-transformers model directory: ``config.j
 from __future__ import annotations
 
 import json
-import logging
 import os
 from pathlib import Path
 from typing import Sequence
@@ -176,7 +175,3 @@ class TextEncoder(nn.Module):
         }, indent=2))
         return out
 
-
-def log_frozen(module: nn.Module, name: str) -> None:
-    n = sum(p.numel() for p in module.parameters())
-    logging.info("%s frozen: %.1fM parameters", name, n / 1e6)
