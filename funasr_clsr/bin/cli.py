@@ -235,6 +235,8 @@ def export_experiment(exp_dir: str, out_dir: str, checkpoint: str = "auto", cmvn
                                         "model_conf.text_encoder_conf.path", "--text-encoder")
         te_conf["load_weights"] = True  # fills text_encoder.* should the checkpoint lack them
 
+    import torch
+
     import funasr_clsr  # noqa: F401
     from funasr import AutoModel
     from funasr.register import tables
@@ -250,7 +252,8 @@ def export_experiment(exp_dir: str, out_dir: str, checkpoint: str = "auto", cmvn
     if cfg.get("clsr_format_version") is not None:
         build["clsr_format_version"] = cfg["clsr_format_version"]
     with contextlib.redirect_stdout(sys.stderr):
-        model = AutoModel(**build, device="cpu", disable_update=True, log_level="ERROR").model
+        model = AutoModel(**build, device="cpu", disable_update=True, log_level="ERROR",
+                          ncpu=torch.get_num_threads()).model
     state = _load_state(ckpt)
     own = model.state_dict()
     missing = [k for k in own if k not in state]

@@ -48,13 +48,11 @@ def read_pairs(path: str, question_kind: str) -> list[dict]:
 
 
 def load_model(model_dir: str):
-    import funasr_clsr  # noqa: F401
-    from funasr import AutoModel
+    from funasr_clsr.retrieval.pipeline import load_model as load_model_dir
 
     if not (Path(model_dir) / "config.yaml").is_file():
         raise SystemExit(f"{model_dir}: not a model directory (no config.yaml)")
-    return AutoModel(model=model_dir, device="cpu", disable_update=True, log_level="ERROR",
-                     disable_pbar=True).model.eval()
+    return load_model_dir(model_dir)[0]
 
 
 def load_text_encoder(path: str, max_length: int | None):

@@ -43,11 +43,15 @@ MANIFEST_FORMAT = "funasr_clsr.clips/1"
 SEGMENTERS = ("fixed", "vad")
 
 
-def load_model(model: str | os.PathLike, device: str = "cpu"):
+def load_model(model: str | os.PathLike, device: str = "cpu", ncpu: int | None = None):
     """A CLSR model from a model directory, the short name ``clsr`` or a hub id.
 
+    ``ncpu``: torch threads; default the current setting (OMP_NUM_THREADS), because
+    FunASR's AutoModel otherwise sets 4 and oversubscribes small machines.
     Returns ``(model, model_dir)``; model_dir is where FunASR found the files.
     """
+    import torch
+
     import funasr_clsr  # noqa: F401  (registers CLSR and the short name)
     from funasr import AutoModel
 
@@ -56,7 +60,8 @@ def load_model(model: str | os.PathLike, device: str = "cpu"):
     target = resolve_model(os.fspath(model))
     if os.path.exists(target) and not (Path(target) / "config.yaml").is_file():
         raise FileNotFoundError(f"{target}: not a CLSR model directory (no config.yaml)")
-    am = AutoModel(model=target, device=device, disable_update=True, log_level="ERROR", disable_pbar=True)
+    am = AutoModel(model=target, device=device, disable_update=True, log_level="ERROR", disable_pbar=True,
+                   ncpu=ncpu or torch.get_num_threads())
     return am.model.eval(), getattr(am, "model_path", None) or target
 
 

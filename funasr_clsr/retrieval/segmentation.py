@@ -197,10 +197,13 @@ def _build_vad(model: str, **kwargs) -> Any:
     if model in _VAD_CACHE:
         return _VAD_CACHE[model]
     try:
+        import torch
         from funasr import AutoModel
 
         # One progress bar per generate() call would flood the log; vad_segments has its own.
-        vad = AutoModel(model=model, disable_update=True, disable_pbar=True, **kwargs)
+        # ncpu: keep the caller's thread count (AutoModel would set 4).
+        vad = AutoModel(model=model, disable_update=True, disable_pbar=True,
+                        **{"ncpu": torch.get_num_threads(), **kwargs})
     except Exception as e:  # funasr raises many kinds when offline or the model is missing
         msg = " ".join(str(e).split())[:200]
         raise VADUnavailableError(

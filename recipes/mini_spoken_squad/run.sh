@@ -289,8 +289,11 @@ if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
     evaluate bm25 --mode bm25 --transcripts "${exp}/cascade_asr/test_hyp.jsonl" --note "BM25 over the cascade's transcripts"
   fi
   if [ "${whisper}" = true ]; then
-    evaluate cascade_whisper --mode cascade --asr whisper --text-encoder "${text_encoder}" \
-      --transcripts-out "${exp}/whisper_test_hyp.jsonl" --note "Whisper-base (faster-whisper int8) + the same text encoder"
+    # transcripts in the references' spoken-word form (resumable: Whisper is the slowest step here)
+    "${python}" local/whisper_transcripts.py --jsonl "${data}/qa_test.jsonl" --out "${exp}/whisper_test_hyp.jsonl" \
+      2>>"${logdir}/eval_cascade_whisper.log"
+    evaluate cascade_whisper --mode cascade --transcripts "${exp}/whisper_test_hyp.jsonl" --text-encoder "${text_encoder}" \
+      --note "Whisper-base (faster-whisper int8, greedy) + the same text encoder; numbers normalised like the references"
   fi
   for s in clsr_no_vq clsr_no_sampler clsr_no_pretrain parabge clap; do
     if [ -f "${exp}/${s}/.done" ]; then evaluate "${s}" --mode embed --model "${exp}/${s}/model"; fi

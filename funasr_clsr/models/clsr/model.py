@@ -29,7 +29,7 @@ from funasr.train_utils.device_funcs import force_gatherable
 
 from funasr_clsr.models.clsr.losses import mwer_negative_sampling, symmetric_info_nce
 from funasr_clsr.models.clsr.vq import VQAdaptor
-from funasr_clsr.models.dual_encoder import load_speech_features
+from funasr_clsr.models.dual_encoder import as_input_list, load_speech_features
 from funasr_clsr.text_encoder import TextEncoder
 from funasr_clsr.tokenizer import WordPieceTokenizer, read_token_list
 from funasr_clsr.version import MODEL_FORMAT_VERSION
@@ -323,17 +323,20 @@ class CLSR(Paraformer):
         drop = {self.blank_id, self.sos, self.eos}
         return [[t for t in row[:n] if t not in drop] for row, n in zip(ids, n_text.tolist())]
 
+    def _decoded_batches(self, inputs, batch_size: int, sample_rate: int | None):
+        """(logits, hidden, n_text) per batch of ``batch_size`` inputs (paths or arrays)."""
+        inputs = as_input_list(inputs)
+        for start in range(0, len(inputs), batch_size):
+            feats, lengths, _ = self._features(inputs[start:start + batch_size], sample_rate)
+            yield self._decode(feats, lengths)
+
     @torch.no_grad()
     def encode_speech(self, inputs, batch_size: int = 8, sample_rate: int | None = None,
                       return_text: bool = False):
         """(B, D) unit vectors for wav paths or 16 kHz float arrays (any rate with ``sample_rate``)."""
         self._require_text_encoder()
-        if isinstance(inputs, (str, bytes)) or hasattr(inputs, "ndim"):
-            inputs = [inputs]
         vecs, texts = [], []
-        for start in range(0, len(inputs), batch_size):
-            feats, lengths, _ = self._features(inputs[start:start + batch_size], sample_rate)
-            logits, hidden, n_text = self._decode(feats, lengths)
+        for logits, hidden, n_text in self._decoded_batches(inputs, batch_size, sample_rate):
             vecs.append(self._embed_from_decoder(logits, hidden, n_text.to(logits.device)))
             if return_text:
                 texts.extend(self.asr_tokenizer.decode(ids) for ids in self._ids(logits, n_text))
@@ -350,14 +353,9 @@ class CLSR(Paraformer):
 
     @torch.no_grad()
     def transcribe(self, inputs, batch_size: int = 8, sample_rate: int | None = None) -> list[str]:
-        if isinstance(inputs, (str, bytes)) or hasattr(inputs, "ndim"):
-            inputs = [inputs]
-        texts = []
-        for start in range(0, len(inputs), batch_size):
-            feats, lengths, _ = self._features(inputs[start:start + batch_size], sample_rate)
-            logits, _, n_text = self._decode(feats, lengths)
-            texts.extend(self.asr_tokenizer.decode(ids) for ids in self._ids(logits, n_text))
-        return texts
+        return [self.asr_tokenizer.decode(ids)
+                for logits, _, n_text in self._decoded_batches(inputs, batch_size, sample_rate)
+                for ids in self._ids(logits, n_text)]
 
     @torch.no_grad()
     def inference(self, data_in, data_lengths=None, key: list | None = None, tokenizer=None,
