@@ -72,3 +72,19 @@ def tone_speech(text: str, sr: int = 16000, seconds_per_char: float = 0.06, seed
     return (wav + 0.003 * rng.standard_normal(len(wav))).astype(np.float32)
 
 
+
+
+def training_batch(am, jsonl) -> dict:
+    """All pairs of a jsonl as one training batch, through the registered dataset class."""
+    from funasr_clsr.datasets.qa_dataset import AudioQADataset
+
+    ds = AudioQADataset(str(jsonl), index_ds="IndexDSJsonlQA", frontend=am.kwargs["frontend"],
+                        tokenizer=am.kwargs["tokenizer"])
+    return ds.collator([ds[i] for i in range(len(ds))])
+
+
+def recall_at_1(q, c) -> float:
+    """Share of rows of q whose most similar row of c is the one at the same index."""
+    import torch
+
+    return float(((q @ c.t()).argmax(1) == torch.arange(len(q))).float().mean())

@@ -27,6 +27,7 @@ from funasr.models.transformer.utils.nets_utils import make_pad_mask
 from funasr.register import tables
 from funasr.train_utils.device_funcs import force_gatherable
 
+from funasr_clsr.models.clsr.alignment import cif_alpha_targets, ctc_token_frames
 from funasr_clsr.models.clsr.losses import mwer_negative_sampling, symmetric_info_nce
 from funasr_clsr.models.clsr.vq import VQAdaptor
 from funasr_clsr.models.dual_encoder import as_input_list, load_speech_features
@@ -52,6 +53,7 @@ class CLSR(Paraformer):
         nce_logits: str = "acoustic",
         mwer_weight: float = 0.0,
         mwer_paths: int = 4,
+        cif_align_weight: float = 0.0,
         freeze_text_encoder: bool = True,
         freeze_speech_branch: bool = False,
         clsr_format_version: int | None = None,
@@ -84,6 +86,9 @@ class CLSR(Paraformer):
         self.nce_logits = nce_logits
         self.mwer_weight = mwer_weight
         self.mwer_paths = mwer_paths
+        if cif_align_weight > 0 and (self.ctc_weight <= 0 or self.predictor_bias != 0):
+            raise ValueError("cif_align_weight needs the CTC head (ctc_weight > 0) and predictor_bias 0")
+        self.cif_align_weight = cif_align_weight
         self.use_vq = use_vq
         self.freeze_text_encoder = freeze_text_encoder
         self.freeze_speech_branch = freeze_speech_branch
@@ -200,6 +205,20 @@ class CLSR(Paraformer):
         seq, mask = self.text_like_embeddings(logits, hidden, lengths)
         return self.text_encoder.forward_embeds(seq, mask)
 
+    def _cif_align_loss(self, enc, enc_lens, text, text_lengths, alphas) -> torch.Tensor:
+        """Per-token L1 between the CIF weights and one unit around each token's CTC frame.
+
+        Utterances whose CTC path cannot be aligned yet are left out (see alignment.py).
+        """
+        frames = ctc_token_frames(self.ctc.log_softmax(enc).detach(), enc_lens, text, text_lengths,
+                                  blank=self.blank_id)
+        aligned = (frames[:, 0] >= 0) | (text_lengths == 0)
+        if not bool(aligned.any()):
+            return alphas.sum() * 0.0
+        target = cif_alpha_targets(frames, enc_lens, alphas.size(1))
+        err = (alphas - target).abs().sum(1)[aligned]
+        return err.sum() / text_lengths[aligned].sum().clamp(min=1)
+
     def _speech_branch(self, speech, speech_lengths, text, text_lengths, want_embedding: bool):
         """ASR losses for one batch of utterances, and (optionally) their retrieval vectors."""
         if speech_lengths.dim() > 1:
@@ -217,7 +236,9 @@ class CLSR(Paraformer):
             _, ys = add_sos_eos(ys, self.sos, self.eos, self.ignore_id)
             ys_lens = ys_lens + 1
         enc_mask = (~make_pad_mask(enc_lens, maxlen=enc.size(1))[:, None, :]).to(enc.device)
-        acoustic, token_num, _, _ = self.predictor(enc, ys, enc_mask, ignore_id=self.ignore_id)
+        acoustic, token_num, alphas, _ = self.predictor(enc, ys, enc_mask, ignore_id=self.ignore_id)
+        if self.cif_align_weight > 0:
+            out["loss_cif_align"] = self._cif_align_loss(enc, enc_lens, text, text_lengths, alphas)
 
         acoustic_logits = acoustic_hidden = None
         if self.sampling_ratio > 0.0:
@@ -242,6 +263,8 @@ class CLSR(Paraformer):
             loss_asr = loss_asr + self.mwer_weight * out["loss_mwer"]
         if "loss_ctc" in out:
             loss_asr = self.ctc_weight * out["loss_ctc"] + (1 - self.ctc_weight) * loss_asr
+        if "loss_cif_align" in out:
+            loss_asr = loss_asr + self.cif_align_weight * out["loss_cif_align"]
         acc_logits = first_pass if first_pass is not None else logits
         out.update(loss_asr=loss_asr, loss_att=loss_ce,
                    loss_pre=self.criterion_pre(ys_lens.type_as(token_num), token_num),
@@ -283,10 +306,9 @@ class CLSR(Paraformer):
         loss = self.asr_weight * loss_asr + self.mae_weight * loss_mae
         stats = {"loss_asr": loss_asr.detach(), "loss_att": ctx["loss_att"].detach(),
                  "loss_pre": loss_mae.detach(), "acc": ctx["acc"], "batch_size": batch_size}
-        if "loss_mwer" in ctx:
-            stats["loss_mwer"] = ctx["loss_mwer"].detach()
-        if "loss_ctc" in ctx:
-            stats["loss_ctc"] = ctx["loss_ctc"].detach()
+        for name in ("loss_mwer", "loss_ctc", "loss_cif_align"):
+            if name in ctx:
+                stats[name] = ctx[name].detach()
         if want_nce:
             loss_nce = symmetric_info_nce(q_vec, ctx["embedding"], self.nce_temperature)
             loss = loss + self.nce_weight * loss_nce

@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from clsr_testing import QUESTIONS, REPO, TINY_TE, tiny_config
+from clsr_testing import QUESTIONS, REPO, TINY_TE, tiny_config, recall_at_1, training_batch
 
 CONF = REPO / "conf" / "clap_tiny.yaml"
 
@@ -31,18 +31,6 @@ def build(cmvn=None, seed: int = 0, cfg: dict | None = None, **model_conf):
 @pytest.fixture(scope="module")
 def tiny(cmvn):
     return build(cmvn)
-
-
-def _batch(am, jsonl):
-    from funasr_clsr.datasets.qa_dataset import AudioQADataset
-
-    ds = AudioQADataset(str(jsonl), index_ds="IndexDSJsonlQA", frontend=am.kwargs["frontend"],
-                        tokenizer=am.kwargs["tokenizer"])
-    return ds.collator([ds[i] for i in range(len(ds))])
-
-
-def _r1(q, c) -> float:
-    return float(((q @ c.t()).argmax(1) == torch.arange(len(q))).float().mean())
 
 
 def test_registered_with_its_audio_encoder_and_projection_heads(tiny):
@@ -76,7 +64,7 @@ def test_frozen_text_encoder_but_trainable_heads_and_temperature(cmvn, pair_dir)
     assert not m.text_encoder.training and m.encoder.training
     before = {k: v.clone() for k, v in m.text_encoder.state_dict().items()}
     opt = torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=1e-2)
-    loss, stats, weight = m(**_batch(am, pair_dir / "text_q.jsonl"))
+    loss, stats, weight = m(**training_batch(am, pair_dir / "text_q.jsonl"))
     assert set(stats) >= {"loss", "loss_nce", "r1_q2c", "temperature"} and int(weight) == 8
     opt.zero_grad()
     loss.backward()
@@ -92,7 +80,7 @@ def test_trainable_text_encoder_switch(cmvn, pair_dir):
     am = build(cmvn, freeze_text_encoder=False)
     m = am.model.train()
     assert m.text_encoder.training
-    loss, _, _ = m(**_batch(am, pair_dir / "text_q.jsonl"))
+    loss, _, _ = m(**training_batch(am, pair_dir / "text_q.jsonl"))
     loss.backward()
     assert m.text_encoder.model.encoder.layer[0].attention.self.query.weight.grad.abs().sum() > 0
 
@@ -100,7 +88,7 @@ def test_trainable_text_encoder_switch(cmvn, pair_dir):
 def test_contrastive_training_learns_eight_pairs(cmvn, pair_dir):
     am = build(cmvn)
     m = am.model
-    batch = _batch(am, pair_dir / "text_q.jsonl")
+    batch = training_batch(am, pair_dir / "text_q.jsonl")
     opt = torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=3e-3)
     losses = []
     for _ in range(40):
@@ -113,7 +101,7 @@ def test_contrastive_training_learns_eight_pairs(cmvn, pair_dir):
     m.eval()
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:3]), losses
     contexts = [str(pair_dir / f"ctx{i}.wav") for i in range(8)]
-    assert _r1(m.encode_text(QUESTIONS), m.encode_speech(contexts)) == 1.0
+    assert recall_at_1(m.encode_text(QUESTIONS), m.encode_speech(contexts)) == 1.0
 
 
 def test_temperature_is_clamped_at_its_minimum(tiny):
@@ -133,7 +121,7 @@ def test_spoken_questions_cls_pooling_and_a_sanm_audio_tower(cmvn, pair_dir):
     am = build(cfg=cfg)
     m = am.model.train()
     assert type(m.encoder).__name__ == "SANMEncoder"
-    batch = _batch(am, pair_dir / "speech_q.jsonl")
+    batch = training_batch(am, pair_dir / "speech_q.jsonl")
     loss, _, _ = m(**batch)
     loss.backward()
     assert m.cls_token.grad.abs().sum() > 0
@@ -203,7 +191,7 @@ def test_bad_configuration_and_batches(tiny, pair_dir):
         cfg = clap_config()
         cfg["encoder"] = "NoSuchEncoder"
         build(cfg=cfg)
-    batch = _batch(tiny, pair_dir / "text_q.jsonl")
+    batch = training_batch(tiny, pair_dir / "text_q.jsonl")
     batch.pop("question")
     with pytest.raises(ValueError, match="neither `question` nor `question_speech`"):
         tiny.model(**batch)

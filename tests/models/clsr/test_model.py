@@ -10,20 +10,12 @@ import pytest
 import soundfile as sf
 import torch
 
-from clsr_testing import CONTEXTS, QUESTIONS, TINY_TE, build_tiny, tiny_config, tone_speech
+from clsr_testing import CONTEXTS, QUESTIONS, TINY_TE, build_tiny, tiny_config, tone_speech, recall_at_1, training_batch
 
 
 @pytest.fixture(scope="module")
 def tiny(cmvn):
     return build_tiny(frontend_cmvn=cmvn)
-
-
-def _batch(am, jsonl):
-    from funasr_clsr.datasets.qa_dataset import AudioQADataset
-
-    ds = AudioQADataset(str(jsonl), index_ds="IndexDSJsonlQA", frontend=am.kwargs["frontend"],
-                        tokenizer=am.kwargs["tokenizer"])
-    return ds.collator([ds[i] for i in range(len(ds))])
 
 
 def test_importing_registers_everything():
@@ -85,7 +77,7 @@ def test_frozen_text_encoder_gets_no_gradient_but_passes_it_through(tiny, pair_d
     m.asr_weight, m.mae_weight, m.nce_weight = 0.0, 0.0, 1.0  # L_NCE alone
     before = {k: v.clone() for k, v in m.text_encoder.state_dict().items()}
     opt = torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=1e-2)
-    batch = _batch(tiny, pair_dir / "text_q.jsonl")
+    batch = training_batch(tiny, pair_dir / "text_q.jsonl")
     loss, stats, _ = m(**batch)
     assert "loss_nce" in stats
     opt.zero_grad()
@@ -135,10 +127,6 @@ def _train(am, batch, steps, lr):
     return nce
 
 
-def _r1(q, c) -> float:
-    return float((( q @ c.t()).argmax(1) == torch.arange(len(q))).float().mean())
-
-
 @pytest.mark.parametrize("question_kind", ["text", "speech"])
 def test_joint_training_learns_to_retrieve_eight_pairs(pair_dir, cmvn, question_kind):
     am = build_tiny(frontend_cmvn=cmvn, nce_temperature=0.05)
@@ -146,20 +134,20 @@ def test_joint_training_learns_to_retrieve_eight_pairs(pair_dir, cmvn, question_
     contexts = [str(pair_dir / f"ctx{i}.wav") for i in range(8)]
     if question_kind == "text":
         # precondition: the frozen (random) text encoder separates the clean texts
-        assert _r1(m.encode_text(QUESTIONS), m.encode_text(CONTEXTS, is_query=False)) == 1.0
-    batch = _batch(am, pair_dir / f"{question_kind}_q.jsonl")
+        assert recall_at_1(m.encode_text(QUESTIONS), m.encode_text(CONTEXTS, is_query=False)) == 1.0
+    batch = training_batch(am, pair_dir / f"{question_kind}_q.jsonl")
     nce = _train(am, batch, steps=50 if question_kind == "text" else 100, lr=4e-3)
     assert np.mean(nce[-5:]) < 0.6 * np.mean(nce[:3]), nce
     c = m.encode_speech(contexts)
     q = m.encode_text(QUESTIONS) if question_kind == "text" else \
         m.encode_speech([str(pair_dir / f"q{i}.wav") for i in range(8)])
-    assert _r1(q, c) == 1.0
+    assert recall_at_1(q, c) == 1.0
 
 
 def test_ablation_without_vq_trains_a_linear_bridge(pair_dir, cmvn):
     am = build_tiny(frontend_cmvn=cmvn, use_vq=False)
     m = am.model
-    loss, stats, _ = m(**_batch(am, pair_dir / "text_q.jsonl"))
+    loss, stats, _ = m(**training_batch(am, pair_dir / "text_q.jsonl"))
     loss.backward()
     assert m.hidden_proj.weight.grad.abs().sum() > 0
     assert m.encode_speech([str(pair_dir / "ctx0.wav")]).shape == (1, m.text_encoder.hidden_size)
@@ -169,7 +157,7 @@ def test_trainable_text_encoder_switch(pair_dir, cmvn):
     am = build_tiny(frontend_cmvn=cmvn, freeze_text_encoder=False)
     m = am.model.train()
     assert m.text_encoder.training
-    loss, _, _ = m(**_batch(am, pair_dir / "text_q.jsonl"))
+    loss, _, _ = m(**training_batch(am, pair_dir / "text_q.jsonl"))
     loss.backward()
     assert m.text_encoder.model.encoder.layer[0].attention.self.query.weight.grad is not None
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from clsr_testing import QUESTIONS, REPO, TINY_TE, tiny_config
+from clsr_testing import QUESTIONS, REPO, TINY_TE, tiny_config, recall_at_1, training_batch
 
 CONF = REPO / "conf" / "parabge_tiny.yaml"
 
@@ -35,18 +35,6 @@ def tiny(cmvn):
     return build(cmvn)
 
 
-def _batch(am, jsonl):
-    from funasr_clsr.datasets.qa_dataset import AudioQADataset
-
-    ds = AudioQADataset(str(jsonl), index_ds="IndexDSJsonlQA", frontend=am.kwargs["frontend"],
-                        tokenizer=am.kwargs["tokenizer"])
-    return ds.collator([ds[i] for i in range(len(ds))])
-
-
-def _r1(q, c) -> float:
-    return float(((q @ c.t()).argmax(1) == torch.arange(len(q))).float().mean())
-
-
 def test_registered_and_built_from_funasr_components(tiny):
     from funasr.register import tables
 
@@ -65,7 +53,7 @@ def test_frozen_text_encoder_stays_frozen_while_the_speech_side_learns(cmvn, pai
     assert not any(p.requires_grad for p in m.text_encoder.parameters())
     before = {k: v.clone() for k, v in m.text_encoder.state_dict().items()}
     opt = torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=1e-2)
-    loss, stats, weight = m(**_batch(am, pair_dir / "text_q.jsonl"))
+    loss, stats, weight = m(**training_batch(am, pair_dir / "text_q.jsonl"))
     assert set(stats) >= {"loss", "loss_nce", "r1_q2c", "batch_size"} and int(weight) == 8
     opt.zero_grad()
     loss.backward()
@@ -80,7 +68,7 @@ def test_trainable_text_encoder_switch(cmvn, pair_dir):
     am = build(cmvn, freeze_text_encoder=False)
     m = am.model.train()
     assert m.text_encoder.training
-    loss, _, _ = m(**_batch(am, pair_dir / "text_q.jsonl"))
+    loss, _, _ = m(**training_batch(am, pair_dir / "text_q.jsonl"))
     loss.backward()
     assert m.text_encoder.model.encoder.layer[0].attention.self.query.weight.grad.abs().sum() > 0
 
@@ -88,7 +76,7 @@ def test_trainable_text_encoder_switch(cmvn, pair_dir):
 def test_contrastive_training_learns_eight_pairs(cmvn, pair_dir):
     am = build(cmvn)
     m = am.model
-    batch = _batch(am, pair_dir / "text_q.jsonl")
+    batch = training_batch(am, pair_dir / "text_q.jsonl")
     opt = torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=3e-3)
     losses = []
     for _ in range(40):
@@ -101,12 +89,12 @@ def test_contrastive_training_learns_eight_pairs(cmvn, pair_dir):
     m.eval()
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:3]), losses
     contexts = [str(pair_dir / f"ctx{i}.wav") for i in range(8)]
-    assert _r1(m.encode_text(QUESTIONS), m.encode_speech(contexts)) == 1.0
+    assert recall_at_1(m.encode_text(QUESTIONS), m.encode_speech(contexts)) == 1.0
 
 
 def test_spoken_questions_go_through_the_speech_encoder(tiny, pair_dir):
     m = tiny.model.train()
-    batch = _batch(tiny, pair_dir / "speech_q.jsonl")
+    batch = training_batch(tiny, pair_dir / "speech_q.jsonl")
     assert "question_speech" in batch and "question" not in batch
     loss, stats, _ = m(**batch)
     loss.backward()
@@ -202,7 +190,7 @@ def test_mini_config_builds_with_the_clsr_mini_speech_encoder():
 
 # ------------------------------------------------------------------ bad input
 def test_batch_without_questions_is_a_clear_error(tiny, pair_dir):
-    batch = _batch(tiny, pair_dir / "text_q.jsonl")
+    batch = training_batch(tiny, pair_dir / "text_q.jsonl")
     batch.pop("question")
     with pytest.raises(ValueError, match="neither `question` nor `question_speech`"):
         tiny.model(**batch)
