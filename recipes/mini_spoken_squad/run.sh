@@ -51,6 +51,8 @@ token_min_count=     # ASR vocabulary: pieces seen at least this often + single 
 asr_epochs=          # stage 3
 joint_epochs=        # stage 4
 joint_lr=5e-4        # stage 4 learning rate (the speech branch starts from stage 3)
+asr_sampling_ratio=0.0  # stage 3 sampler ratio: 0 = the decoder learns from the CIF embeddings alone
+                        # (with the paper's 0.75 it learnt to copy the sampled-in targets; README)
 systems=             # stage 4-6 systems besides clsr, e.g. "cascade parabge clap clsr_no_vq"
 whisper=             # true: add the Whisper-base cascade row (faster-whisper, offline)
 text_encoder=        # text encoder folder; empty = all-MiniLM-L6-v2 from the PyPI package
@@ -227,7 +229,8 @@ fi
 if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
   log "Stage 3: ASR pre-training of the speech branch"
   # shellcheck disable=SC2086
-  train asr clsr_mini_en.yaml "${data}/asr_train.jsonl" "${data}/asr_dev.jsonl" "${asr_epochs}" ${asr_only}
+  train asr clsr_mini_en.yaml "${data}/asr_train.jsonl" "${data}/asr_dev.jsonl" "${asr_epochs}" ${asr_only} \
+    ++model_conf.sampling_ratio="${asr_sampling_ratio}"
 fi
 
 asr_init="++init_param=$(pwd)/${exp}/asr/model.pt"
