@@ -51,8 +51,9 @@ token_min_count=     # ASR vocabulary: pieces seen at least this often + single 
 asr_epochs=          # stage 3
 joint_epochs=        # stage 4
 joint_lr=5e-4        # stage 4 learning rate (the speech branch starts from stage 3)
-asr_sampling_ratio=0.0  # stage 3 sampler ratio: 0 = the decoder learns from the CIF embeddings alone
-                        # (with the paper's 0.75 it learnt to copy the sampled-in targets; README)
+sampling_ratio=0.0   # Paraformer sampler ratio, stages 3-4 (paper: 0.75). 0: the decoder learns from
+                     # the CIF embeddings alone; with 0.75 a decoder trained from nothing learnt to copy
+                     # the sampled-in targets and stayed poor (README, "ASR from nothing")
 systems=             # stage 4-6 systems besides clsr, e.g. "cascade parabge clap clsr_no_vq"
 whisper=             # true: add the Whisper-base cascade row (faster-whisper, offline)
 text_encoder=        # text encoder folder; empty = all-MiniLM-L6-v2 from the PyPI package
@@ -230,11 +231,11 @@ if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
   log "Stage 3: ASR pre-training of the speech branch"
   # shellcheck disable=SC2086
   train asr clsr_mini_en.yaml "${data}/asr_train.jsonl" "${data}/asr_dev.jsonl" "${asr_epochs}" ${asr_only} \
-    ++model_conf.sampling_ratio="${asr_sampling_ratio}"
+    ++model_conf.sampling_ratio="${sampling_ratio}"
 fi
 
 asr_init="++init_param=$(pwd)/${exp}/asr/model.pt"
-joint_opt="++optim_conf.lr=${joint_lr} ++scheduler_conf.warmup_steps=50"
+joint_opt="++optim_conf.lr=${joint_lr} ++scheduler_conf.warmup_steps=50 ++model_conf.sampling_ratio=${sampling_ratio}"
 has_system() { case " ${systems} " in *" $1 "*) return 0;; *) return 1;; esac; }
 
 if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
@@ -244,7 +245,8 @@ if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
   # shellcheck disable=SC2086
   if has_system cascade; then train cascade_asr clsr_mini_en.yaml "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" ${joint_opt} ${asr_only} "${asr_init}"; fi
   if has_system clsr_no_vq; then train clsr_no_vq clsr_mini_en.yaml "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" ${joint_opt} "${te_conf}" "${asr_init}" ++model_conf.use_vq=false; fi
-  if has_system clsr_no_sampler; then train clsr_no_sampler clsr_mini_en.yaml "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" ${joint_opt} "${te_conf}" "${asr_init}" ++model_conf.sampling_ratio=0.0; fi
+  if has_system clsr_no_sampler && [ "${sampling_ratio}" = 0.0 ]; then log "  clsr_no_sampler: skipped, clsr itself runs without the sampler (--sampling-ratio 0.0)"; fi
+  if has_system clsr_no_sampler && [ "${sampling_ratio}" != 0.0 ]; then train clsr_no_sampler clsr_mini_en.yaml "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" ${joint_opt} "${te_conf}" "${asr_init}" ++model_conf.sampling_ratio=0.0; fi
   if has_system clsr_no_pretrain; then train clsr_no_pretrain clsr_mini_en.yaml "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" ${joint_opt} "${te_conf}"; fi
   if has_system parabge; then train parabge parabge_mini_en.yaml "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" ${joint_opt} "${te_conf}" "${asr_init}"; fi
   if has_system clap; then train clap clap_mini_en.yaml "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" ${joint_opt} "${te_conf}"; fi
