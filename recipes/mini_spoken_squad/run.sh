@@ -56,6 +56,7 @@ sampling_ratio=0.0   # Paraformer sampler ratio, stages 3-4 (paper: 0.75). 0: th
                      # the sampled-in targets and stayed poor (README, "ASR from nothing")
 systems=             # stage 4-6 systems besides clsr, e.g. "cascade parabge clap clsr_no_vq"
 whisper=             # true: add the Whisper-base cascade row (faster-whisper, offline)
+speech_questions=    # true: add the clsr_speech_q row (same model, spoken questions)
 text_encoder=        # text encoder folder; empty = all-MiniLM-L6-v2 from the PyPI package
 num_threads=2        # torch threads for training/eval
 tag=                 # experiment variant: stages 2-7 write to exp/<profile><tag> (data is shared)
@@ -286,8 +287,10 @@ if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
   log "Stage 6: evaluation on ${data}/qa_test.jsonl -> ${results}"
   evaluate clean_text --mode clean_text --text-encoder "${text_encoder}"
   evaluate clsr --mode embed --model "${exp}/clsr/model"
-  evaluate clsr_speech_q --mode embed --model "${exp}/clsr/model" --question-kind speech \
-    --note "spoken questions, same model (trained with text questions)"
+  if [ "${speech_questions}" = true ]; then
+    evaluate clsr_speech_q --mode embed --model "${exp}/clsr/model" --question-kind speech \
+      --note "spoken questions, same model (trained with text questions)"
+  fi
   if [ -f "${exp}/cascade_asr/.done" ]; then
     evaluate cascade --mode cascade --asr-model "${exp}/cascade_asr/model" --text-encoder "${text_encoder}" \
       --transcripts-out "${exp}/cascade_asr/test_hyp.jsonl" --note "same-budget ASR (CLSR speech branch, ASR loss only)"

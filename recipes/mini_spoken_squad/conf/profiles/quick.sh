@@ -25,3 +25,4 @@
 : "${joint_epochs:=2}"
 : "${systems:=cascade}"
 : "${whisper:=false}"
+: "${speech_questions:=true}"  # also evaluate clsr with spoken questions (row clsr_speech_q)
