@@ -22,6 +22,7 @@ from funasr.utils.load_utils import extract_fbank
 from funasr_clsr.audio import load_audio
 
 REQUIRED_FIELDS = ("source", "target")
+SAMPLER_MAX_TOKEN_LENGTH = 2048  # funasr.datasets.audio_datasets.samplers' default
 
 
 def _jsonl_files(path: str) -> list[str]:
@@ -80,6 +81,14 @@ class IndexDSJsonlQA(IndexDSJsonlRankFull):
                             ", ".join(missing[:3]))
         if dropped:
             logging.info("%s: %d pairs outside the configured length limits", path, dropped)
+        # FunASR's length batch sampler skips, without a word, every utterance whose source_len
+        # exceeds dataset_conf.max_token_length (its default: 2048 frames, about 20 s)
+        sampler_limit = kwargs.get("max_token_length", SAMPLER_MAX_TOKEN_LENGTH)
+        too_long = sum(1 for item in contents if item.get("source_len", 0) > sampler_limit)
+        if too_long:
+            logging.warning("%s: %d of %d pairs have source_len > max_token_length=%d and will be skipped by "
+                            "FunASR's batch sampler; raise dataset_conf.max_token_length", path, too_long,
+                            len(contents), sampler_limit)
         if not contents:
             raise ValueError(f"{path}: no usable pairs (dropped {dropped} by length, {len(missing)} missing audio)")
         self.contents = contents

@@ -47,3 +47,29 @@ def test_index_reports_bad_lines_and_skips_missing_audio(tmp_path, pair_dir, cap
     f.write_text("")
     with pytest.raises(ValueError, match="no usable pairs"):
         IndexDSJsonlQA(str(f))
+
+
+def test_pairs_the_funasr_batch_sampler_would_skip_are_reported(tmp_path, pair_dir, caplog):
+    from funasr.datasets.audio_datasets.samplers import CustomDistributedBufferDynamicBatchSampler
+
+    lines = [json.loads(l) for l in (pair_dir / "text_q.jsonl").read_text().splitlines()]
+    for i, item in enumerate(lines):
+        item["source_len"] = 3000 if i < 3 else 500  # three 30-second contexts
+    f = tmp_path / "long.jsonl"
+    f.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    tok = WordPieceTokenizer(TINY_TE / "vocab.txt")
+
+    def kept(**conf) -> int:
+        ds = AudioQADataset(str(f), index_ds="IndexDSJsonlQA", frontend=_frontend(), tokenizer=tok,
+                            max_source_length=6000, **conf)
+        sampler = CustomDistributedBufferDynamicBatchSampler(ds, batch_size=6000, batch_type="length",
+                                                             shuffle=False, **conf)
+        return sum(len(b) for b in sampler)
+
+    # FunASR's sampler really drops them at its default limit, and the index says so ...
+    assert kept() == 5
+    assert "3 of 8 pairs have source_len > max_token_length=2048" in caplog.text
+    # ... and keeps them once dataset_conf.max_token_length is raised (as conf/*_mini_en.yaml do)
+    caplog.clear()
+    assert kept(max_token_length=8000) == 8
+    assert "skipped by" not in caplog.text

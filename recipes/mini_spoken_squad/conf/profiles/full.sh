@@ -20,7 +20,7 @@
 # ~65 core-minutes (RTF 0.08 per thread), and each ablation another joint epoch + evaluation:
 # both are options (--whisper true, --systems "... clsr_no_vq") outside the 2-hour budget.
 : "${token_min_count:=5}"
-: "${asr_epochs:=9}"
+: "${asr_epochs:=10}"
 : "${joint_epochs:=1}"
 : "${systems:=cascade parabge clap}"
 : "${whisper:=false}"
