@@ -51,6 +51,8 @@ token_min_count=     # ASR vocabulary: pieces seen at least this often + single 
 asr_epochs=          # stage 3
 joint_epochs=        # stage 4
 joint_lr=5e-4        # stage 4 learning rate (the speech branch starts from stage 3)
+joint_batch=18000    # stage 4 batch: padded 10 ms frames (3 min of audio). InfoNCE's negatives are the
+                     # batch's other pairs: at 60 s (1-3 contexts) it had almost none
 sampling_ratio=0.0   # Paraformer sampler ratio, stages 3-4 (paper: 0.75). 0: the decoder learns from
                      # the CIF embeddings alone; with 0.75 a decoder trained from nothing learnt to copy
                      # the sampled-in targets and stayed poor (README, "ASR from nothing")
@@ -237,6 +239,7 @@ fi
 
 asr_init="++init_param=$(pwd)/${exp}/asr/model.pt"
 joint_opt="++optim_conf.lr=${joint_lr} ++scheduler_conf.warmup_steps=50 ++model_conf.sampling_ratio=${sampling_ratio}"
+joint_opt+=" ++dataset_conf.batch_size=${joint_batch} ++dataset_conf.max_source_length=6000"
 has_system() { case " ${systems} " in *" $1 "*) return 0;; *) return 1;; esac; }
 
 if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
