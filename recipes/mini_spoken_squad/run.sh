@@ -272,6 +272,11 @@ if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
       --cmvn "${lang}/am.mvn" > "${logdir}/export_${s}.log" 2>&1 || { log "export of ${s} failed: ${logdir}/export_${s}.log"; exit 1; }
   done
   rm -rf "${exp}/model" && cp -r "${exp}/clsr/model" "${exp}/model"
+  # the stage-3 ASR checkpoint too: the cascade row that shows where joint training started from
+  if [ ! -f "${exp}/asr/model/model.pt" ] || [ "${exp}/asr/model.pt" -nt "${exp}/asr/model/model.pt" ]; then
+    "${python}" -m funasr_clsr.bin.export --exp "${exp}/asr" --checkpoint model.pt --out "${exp}/asr/model" \
+      --cmvn "${lang}/am.mvn" > "${logdir}/export_asr.log" 2>&1 || { log "export of asr failed: ${logdir}/export_asr.log"; exit 1; }
+  fi
 fi
 
 # evaluate <system> <evaluate.py args...>: one results.json row, skipped when already there
@@ -299,6 +304,8 @@ if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
       --transcripts-out "${exp}/cascade_asr/test_hyp.jsonl" --note "same-budget ASR (CLSR speech branch, ASR loss only)"
     evaluate bm25 --mode bm25 --transcripts "${exp}/cascade_asr/test_hyp.jsonl" --note "BM25 over the cascade's transcripts"
   fi
+  evaluate cascade_stage3 --mode cascade --asr-model "${exp}/asr/model" --text-encoder "${text_encoder}" \
+    --transcripts-out "${exp}/asr/test_hyp.jsonl" --note "stage-3 ASR checkpoint (before joint training) -> the same text encoder"
   if [ "${whisper}" = true ]; then
     # transcripts in the references' spoken-word form (resumable: Whisper is the slowest step here)
     "${python}" local/whisper_transcripts.py --jsonl "${data}/qa_test.jsonl" --out "${exp}/whisper_test_hyp.jsonl" \

@@ -18,10 +18,11 @@
 # ~672 steps (4-5 min) per epoch; one joint epoch of CLSR over the 1,500 contexts ~15 min; evaluating
 # one speech system on the 1,048 test contexts ~6-7 min. Whisper-base over the 13.8 h test set costs
 # ~65 core-minutes (RTF 0.08 per thread), and each ablation another joint epoch + evaluation:
-# both are options (--whisper true, --systems "... clsr_no_vq") outside the 2-hour budget.
+# CLAP-style another ~8 min + evaluation: options (--whisper true, --systems "cascade parabge clap clsr_no_vq")
+# outside the 2-hour budget.
 : "${token_min_count:=5}"
 : "${asr_epochs:=10}"
 : "${joint_epochs:=1}"
-: "${systems:=cascade parabge clap}"
+: "${systems:=cascade parabge}"
 : "${whisper:=false}"
 : "${speech_questions:=false}"  # the clsr_speech_q row (re-encodes every context): quick profile only
