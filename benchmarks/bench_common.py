@@ -314,6 +314,15 @@ def write_json(path: Path | None, data: dict) -> None:
     os.replace(tmp, p)
 
 
+def publish(report: dict, md: str, markdown_path: Path | None, json_path: Path | None) -> None:
+    """Print the markdown table and write it and the JSON report where asked."""
+    print(md)
+    if markdown_path:
+        markdown_path.parent.mkdir(parents=True, exist_ok=True)
+        markdown_path.write_text(md, encoding="utf-8")
+    write_json(json_path, report)
+
+
 def _json_default(x: Any):
     if isinstance(x, (np.floating, np.integer)):
         return x.item()

@@ -465,12 +465,7 @@ def _run(args, work: Path) -> dict:
                                                              "op": "<=", "met": report["memory"]["met"]}
     report["targets"] = targets
     report["machine"]["load_average_at_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
-    md = markdown(report)
-    print(md)
-    if args.markdown:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(md, encoding="utf-8")
-    bc.write_json(args.json, report)
+    bc.publish(report, markdown(report), args.markdown, args.json)
     return report
 
 

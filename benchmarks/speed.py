@@ -627,12 +627,7 @@ def _run(args, work: Path, report: dict) -> dict:
     report["targets"] = evaluate_targets(timings, args.batch, cosines)
     report["machine"]["load_average_at_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     report["peak_rss_mb"] = round(bc.peak_rss_mb(), 1)
-    md = markdown_table(report)
-    print(md)
-    if args.markdown:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(md, encoding="utf-8")
-    bc.write_json(args.json, report)
+    bc.publish(report, markdown_table(report), args.markdown, args.json)
     return report
 
 

@@ -55,6 +55,39 @@ class DualEncoderMixin:
     and implements the two hooks ``_embed_features`` and ``_embedding_dim``.
     """
 
+    # ---------------------------------------------------------------- set-up
+    @staticmethod
+    def _check_format(version, model_path, error: type[Exception]) -> None:
+        """Refuse a model directory written with another model format version."""
+        from funasr_clsr.version import MODEL_FORMAT_VERSION
+
+        if version is not None and int(version) != MODEL_FORMAT_VERSION:
+            raise error(f"model directory {model_path or ''} has format version {version}, "
+                        f"this funasr_clsr reads version {MODEL_FORMAT_VERSION}: re-export it with a matching release")
+
+    def _build_speech_encoder(self, encoder: str, encoder_conf, input_size: int, specaug, specaug_conf,
+                              normalize, normalize_conf) -> None:
+        """specaug / normalize / encoder from FunASR's tables by name, as Paraformer builds them."""
+        from funasr.register import tables
+
+        self.specaug = tables.specaug_classes.get(specaug)(**(specaug_conf or {})) if specaug else None
+        self.normalize = tables.normalize_classes.get(normalize)(**(normalize_conf or {})) if normalize else None
+        encoder_class = tables.encoder_classes.get(encoder)
+        if encoder_class is None:
+            raise ValueError(f"encoder {encoder!r} is not registered in funasr's encoder_classes")
+        self.encoder = encoder_class(input_size=input_size, **(encoder_conf or {}))
+
+    def _set_asr_tokenizer(self, tokenizer, token_list) -> None:
+        """The transcripts' tokenizer: only the dataset uses it; export writes it as tokens.txt."""
+        from funasr_clsr.tokenizer import WordPieceTokenizer, read_token_list
+
+        if isinstance(tokenizer, WordPieceTokenizer):
+            self.asr_tokenizer = tokenizer
+        elif token_list is not None:
+            self.asr_tokenizer = WordPieceTokenizer(read_token_list(token_list))
+        else:
+            self.asr_tokenizer = self.text_encoder.tokenizer
+
     # ----------------------------------------------------------------- hooks
     def _embed_features(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(B, T, D) features -> (B, E) unit vectors (the model's speech tower)."""

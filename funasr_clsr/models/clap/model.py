@@ -24,8 +24,6 @@ from funasr.train_utils.device_funcs import force_gatherable
 from funasr_clsr.models.clsr.losses import symmetric_info_nce
 from funasr_clsr.models.dual_encoder import DualEncoderMixin, masked_mean
 from funasr_clsr.text_encoder import TextEncoder
-from funasr_clsr.tokenizer import WordPieceTokenizer, read_token_list
-from funasr_clsr.version import MODEL_FORMAT_VERSION
 
 
 class CLAPFormatError(ValueError):
@@ -127,10 +125,7 @@ class CLAPStyle(DualEncoderMixin, nn.Module):
         **kwargs,
     ):
         super().__init__()
-        if clsr_format_version is not None and int(clsr_format_version) != MODEL_FORMAT_VERSION:
-            raise CLAPFormatError(
-                f"model directory {model_path or ''} has format version {clsr_format_version}, "
-                f"this funasr_clsr reads version {MODEL_FORMAT_VERSION}: re-export it with a matching release")
+        self._check_format(clsr_format_version, model_path, CLAPFormatError)
         if not text_encoder_conf:
             raise ValueError("CLAPStyle needs a text encoder: set model_conf.text_encoder_conf.path")
         if audio_pooling not in ("mean", "cls"):
@@ -138,12 +133,8 @@ class CLAPStyle(DualEncoderMixin, nn.Module):
         if not 0 < min_temperature <= init_temperature:
             raise ValueError(f"need 0 < min_temperature <= init_temperature, got {min_temperature}, "
                              f"{init_temperature}")
-        self.specaug = tables.specaug_classes.get(specaug)(**(specaug_conf or {})) if specaug else None
-        self.normalize = tables.normalize_classes.get(normalize)(**(normalize_conf or {})) if normalize else None
-        encoder_class = tables.encoder_classes.get(encoder)
-        if encoder_class is None:
-            raise ValueError(f"encoder {encoder!r} is not registered in funasr's encoder_classes")
-        self.encoder = encoder_class(input_size=input_size, **(encoder_conf or {}))
+        self._build_speech_encoder(encoder, encoder_conf, input_size, specaug, specaug_conf, normalize,
+                                   normalize_conf)
         audio_dim = self.encoder.output_size()
         self.audio_pooling = audio_pooling
         if audio_pooling == "cls":
@@ -163,12 +154,7 @@ class CLAPStyle(DualEncoderMixin, nn.Module):
         self.freeze_text_encoder = freeze_text_encoder
         if freeze_text_encoder:
             self.text_encoder.requires_grad_(False)
-        if isinstance(tokenizer, WordPieceTokenizer):
-            self.asr_tokenizer = tokenizer  # only the dataset uses it (transcripts); export writes it
-        elif token_list is not None:
-            self.asr_tokenizer = WordPieceTokenizer(read_token_list(token_list))
-        else:
-            self.asr_tokenizer = self.text_encoder.tokenizer
+        self._set_asr_tokenizer(tokenizer, token_list)
         self.__dict__["frontend"] = kwargs.get("frontend")  # not part of model.pt
         self.train(self.training)
 

@@ -24,8 +24,6 @@ from funasr.train_utils.device_funcs import force_gatherable
 from funasr_clsr.models.clsr.losses import symmetric_info_nce
 from funasr_clsr.models.dual_encoder import DualEncoderMixin, masked_mean
 from funasr_clsr.text_encoder import TextEncoder
-from funasr_clsr.tokenizer import WordPieceTokenizer, read_token_list
-from funasr_clsr.version import MODEL_FORMAT_VERSION
 
 
 class ParaBGEFormatError(ValueError):
@@ -55,35 +53,20 @@ class ParaBGE(DualEncoderMixin, nn.Module):
         **kwargs,
     ):
         super().__init__()
-        if clsr_format_version is not None and int(clsr_format_version) != MODEL_FORMAT_VERSION:
-            raise ParaBGEFormatError(
-                f"model directory {model_path or ''} has format version {clsr_format_version}, "
-                f"this funasr_clsr reads version {MODEL_FORMAT_VERSION}: re-export it with a matching release")
+        self._check_format(clsr_format_version, model_path, ParaBGEFormatError)
         if not text_encoder_conf:
             raise ValueError("ParaBGE needs a text encoder: set model_conf.text_encoder_conf.path")
         if nce_temperature <= 0:
             raise ValueError(f"nce_temperature must be > 0, got {nce_temperature}")
-        # Built from the tables by name, exactly like Paraformer builds its components.
-        self.specaug = tables.specaug_classes.get(specaug)(**(specaug_conf or {})) if specaug else None
-        self.normalize = tables.normalize_classes.get(normalize)(**(normalize_conf or {})) if normalize else None
-        encoder_class = tables.encoder_classes.get(encoder)
-        if encoder_class is None:
-            raise ValueError(f"encoder {encoder!r} is not registered in funasr's encoder_classes")
-        self.encoder = encoder_class(input_size=input_size, **(encoder_conf or {}))
+        self._build_speech_encoder(encoder, encoder_conf, input_size, specaug, specaug_conf, normalize,
+                                   normalize_conf)
         self.text_encoder = TextEncoder(base_dir=model_path, **dict(text_encoder_conf))
         self.speech_proj = nn.Linear(self.encoder.output_size(), self.text_encoder.hidden_size)
         self.nce_temperature = float(nce_temperature)
         self.freeze_text_encoder = freeze_text_encoder
         if freeze_text_encoder:
             self.text_encoder.requires_grad_(False)
-        # Transcripts are only tokenised by the dataset (FunASR batches carry them); export
-        # writes this token list as tokens.txt.
-        if isinstance(tokenizer, WordPieceTokenizer):
-            self.asr_tokenizer = tokenizer
-        elif token_list is not None:
-            self.asr_tokenizer = WordPieceTokenizer(read_token_list(token_list))
-        else:
-            self.asr_tokenizer = self.text_encoder.tokenizer
+        self._set_asr_tokenizer(tokenizer, token_list)
         # kept out of the module tree: the frontend is not part of model.pt
         self.__dict__["frontend"] = kwargs.get("frontend")
         self.train(self.training)
