@@ -96,9 +96,25 @@ class IndexDSJsonlQA(IndexDSJsonlRankFull):
         logging.info("%s: %d pairs", path, len(contents))
 
 
+QUESTION_KINDS = ("auto", "text", "speech")
+
+
 @tables.register("dataset_classes", "AudioQADataset")
 class AudioQADataset(AudioDataset):
-    """AudioDataset that also yields the paired question (text, or speech + transcript)."""
+    """AudioDataset that also yields the paired question (text, or speech + transcript).
+
+    ``question_kind`` (``dataset_conf.question_kind``) picks the question a pair trains with
+    when its line has both: ``text`` (Spoken-SQuAD, LibriSQA: text questions against spoken
+    contexts), ``speech`` (SLUE-SQA-5, DRCD*: spoken questions), or ``auto`` (the spoken one
+    when the line has it). Training with the other kind than the evaluation asks for trains
+    a different task. Lines without any question are plain ASR utterances.
+    """
+
+    def __init__(self, path, question_kind: str = "auto", **kwargs):
+        if question_kind not in QUESTION_KINDS:
+            raise ValueError(f"dataset_conf.question_kind must be one of {QUESTION_KINDS}, not {question_kind!r}")
+        super().__init__(path, **kwargs)
+        self.question_kind = question_kind
 
     def _fbank(self, source):
         wav = torch.from_numpy(load_audio(source, target_sr=self.fs))
@@ -115,7 +131,13 @@ class AudioQADataset(AudioDataset):
             "text": torch.tensor(ids, dtype=torch.int64),
             "text_lengths": torch.tensor([len(ids)], dtype=torch.int32),
         }
-        if "question_source" in item:
+        needed = {"text": "question", "speech": "question_source"}.get(self.question_kind)
+        has_question = "question" in item or "question_source" in item  # else a plain ASR utterance
+        if needed and has_question and needed not in item:
+            raise ValueError(f"{item.get('key', index)}: dataset_conf.question_kind={self.question_kind} but the "
+                             f"pair has no {needed}")
+        spoken = "question_source" in item and self.question_kind != "text"
+        if spoken:
             q_speech, q_lengths = self._fbank(item["question_source"])
             q_ids = self.tokenizer.encode(item["question_target"])
             out.update(question_speech=q_speech, question_speech_lengths=q_lengths,

@@ -50,7 +50,8 @@ pitches=
 token_min_count=     # ASR vocabulary: pieces seen at least this often + single characters
 asr_epochs=          # stage 3
 joint_epochs=        # stage 4
-joint_lr=5e-4        # stage 4 learning rate (the speech branch starts from stage 3)
+joint_lr=5e-5        # stage 4 learning rate (the paper's Adam 5e-5; the speech branch starts from stage 3).
+                     # 5e-4 and 1.5e-4 made the stage-3 ASR worse within 120 steps (README, "Joint stage")
 joint_batch=18000    # stage 4 batch: padded 10 ms frames (3 min of audio). InfoNCE's negatives are the
                      # batch's other pairs: at 60 s (1-3 contexts) it had almost none
 sampling_ratio=0.0   # Paraformer sampler ratio, stages 3-4 (paper: 0.75). 0: the decoder learns from

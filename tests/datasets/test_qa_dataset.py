@@ -29,6 +29,31 @@ def test_text_and_spoken_questions_reach_the_batch(pair_dir):
     assert tok.decode(q_ids) == "which river was in the war"
 
 
+def test_question_kind_picks_the_question_of_lines_that_have_both(tmp_path, pair_dir):
+    text = [json.loads(l) for l in (pair_dir / "text_q.jsonl").read_text().splitlines()]
+    speech = [json.loads(l) for l in (pair_dir / "speech_q.jsonl").read_text().splitlines()]
+    both = tmp_path / "both.jsonl"
+    both.write_text("".join(json.dumps({**t, **s}) + "\n" for t, s in zip(text, speech)))
+    tok = WordPieceTokenizer(TINY_TE / "vocab.txt")
+
+    def first_batch(path, kind):
+        ds = AudioQADataset(str(path), index_ds="IndexDSJsonlQA", frontend=_frontend(), tokenizer=tok,
+                            question_kind=kind)
+        return ds.collator([ds[0], ds[1]])
+
+    assert "question_speech" in first_batch(both, "auto")  # the spoken one when the line has it
+    assert "question_speech" in first_batch(both, "speech")
+    as_text = first_batch(both, "text")
+    assert as_text["question"] == ["who was the king of the city", "which river was in the war"]
+    assert "question_speech" not in as_text
+    with pytest.raises(ValueError, match="question_kind=speech but the pair has no question_source"):
+        first_batch(pair_dir / "text_q.jsonl", "speech")
+    with pytest.raises(ValueError, match="question_kind=text but the pair has no question"):
+        first_batch(pair_dir / "speech_q.jsonl", "text")
+    with pytest.raises(ValueError, match="must be one of"):
+        first_batch(both, "spoken")
+
+
 def test_index_reports_bad_lines_and_skips_missing_audio(tmp_path, pair_dir, caplog):
     lines = [json.loads(l) for l in (pair_dir / "text_q.jsonl").read_text().splitlines()]
     lines[1]["source"] = str(tmp_path / "gone.wav")

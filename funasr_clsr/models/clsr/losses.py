@@ -5,17 +5,35 @@ import torch
 import torch.nn.functional as F
 
 
-def symmetric_info_nce(questions: torch.Tensor, contexts: torch.Tensor, temperature: float) -> torch.Tensor:
+def symmetric_info_nce(questions: torch.Tensor, contexts: torch.Tensor, temperature: float,
+                       extra_questions: torch.Tensor | None = None, question_mask: torch.Tensor | None = None,
+                       extra_contexts: torch.Tensor | None = None, context_mask: torch.Tensor | None = None,
+                       ) -> torch.Tensor:
     """Mean of question->context and context->question InfoNCE over in-batch negatives.
 
     Both inputs are (B, D) unit vectors; row i of each is a positive pair.
+    ``extra_questions`` (M, D) are further negatives for each context, ``extra_contexts``
+    (K, D) for each question (banks of earlier batches, see ``NegativeBank``); the (B, M) /
+    (B, K) masks are True where an entry must not count as a negative (a copy of a pair in
+    this batch, banked earlier).
     """
     if questions.shape != contexts.shape:
         raise ValueError(f"question/context embedding shapes differ: {tuple(questions.shape)} vs "
                          f"{tuple(contexts.shape)}")
     logits = questions @ contexts.t() / temperature
     labels = torch.arange(logits.size(0), device=logits.device)
-    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
+
+    def with_bank(batch_logits, anchors, bank, mask):
+        if bank is None or not bank.numel():
+            return batch_logits
+        extra = anchors @ bank.t().to(anchors.dtype) / temperature
+        if mask is not None:
+            extra = extra.masked_fill(mask, float("-inf"))
+        return torch.cat([batch_logits, extra], dim=1)
+
+    q2c = with_bank(logits, questions, extra_contexts, context_mask)
+    c2q = with_bank(logits.t(), contexts, extra_questions, question_mask)
+    return 0.5 * (F.cross_entropy(q2c, labels) + F.cross_entropy(c2q, labels))
 
 
 def mwer_negative_sampling(logits: torch.Tensor, targets: torch.Tensor, ignore_id: int = -1,
@@ -50,3 +68,43 @@ def mwer_negative_sampling(logits: torch.Tensor, targets: torch.Tensor, ignore_i
     path_probs = torch.softmax(path_scores, dim=-1)
     relative_errors = errors - errors.mean(-1, keepdim=True)
     return (path_probs * relative_errors).sum(-1).mean()
+
+
+class NegativeBank:
+    """The last ``size`` training embeddings of one side (questions or contexts), kept as extra
+    InfoNCE negatives for the other side.
+
+    A batch of a few long contexts has only a handful of in-batch negatives, and they are
+    rarely the hard ones that decide retrieval among a thousand contexts. With a frozen text
+    encoder a question's vector never changes, so a question bank is exact; a context bank
+    lags the speech branch by the updates since each entry was made (a MoCo-style queue;
+    small with a small learning rate). Kept in memory only (not in model.pt): it refills
+    within an epoch.
+    """
+
+    def __init__(self, size: int):
+        if size <= 0:
+            raise ValueError(f"negative bank size must be > 0, got {size}")
+        self.size = int(size)
+        self.vectors: torch.Tensor | None = None
+        self.keys: torch.Tensor | None = None
+
+    @staticmethod
+    def _keys(items) -> torch.Tensor:
+        return torch.tensor([hash(t) for t in items], dtype=torch.int64)
+
+    def negatives(self, items) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Bank vectors (M, D) and a (B, M) mask of the entries to leave out: the batch's own
+        items (hashable keys), banked earlier (a positive, or already an in-batch negative)."""
+        if self.vectors is None:
+            return None, None
+        in_batch = self._keys(items).unsqueeze(1).eq(self.keys.unsqueeze(0)).any(0)
+        return self.vectors, in_batch.expand(len(items), -1).to(self.vectors.device)
+
+    def add(self, vectors: torch.Tensor, items) -> None:
+        vectors, keys = vectors.detach(), self._keys(items)
+        if self.vectors is not None:
+            older = ~self.keys.unsqueeze(1).eq(keys.unsqueeze(0)).any(1)  # an item is banked once
+            vectors = torch.cat([vectors, self.vectors[older.to(self.vectors.device)].to(vectors.device)])
+            keys = torch.cat([keys, self.keys[older]])
+        self.vectors, self.keys = vectors[: self.size], keys[: self.size]

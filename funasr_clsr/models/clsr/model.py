@@ -28,7 +28,7 @@ from funasr.register import tables
 from funasr.train_utils.device_funcs import force_gatherable
 
 from funasr_clsr.models.clsr.alignment import cif_alpha_targets, ctc_token_frames
-from funasr_clsr.models.clsr.losses import mwer_negative_sampling, symmetric_info_nce
+from funasr_clsr.models.clsr.losses import NegativeBank, mwer_negative_sampling, symmetric_info_nce
 from funasr_clsr.models.clsr.vq import VQAdaptor
 from funasr_clsr.models.dual_encoder import as_input_list, load_speech_features
 from funasr_clsr.text_encoder import TextEncoder
@@ -51,6 +51,8 @@ class CLSR(Paraformer):
         nce_weight: float = 1.0 / 3,
         nce_temperature: float = 0.02,
         nce_logits: str = "acoustic",
+        nce_question_bank: int = 0,
+        nce_context_bank: int = 0,
         mwer_weight: float = 0.0,
         mwer_paths: int = 4,
         cif_align_weight: float = 0.0,
@@ -84,6 +86,12 @@ class CLSR(Paraformer):
         self.nce_weight = nce_weight
         self.nce_temperature = nce_temperature
         self.nce_logits = nce_logits
+        # earlier batches' questions / contexts as extra InfoNCE negatives (losses.NegativeBank)
+        self.question_bank = NegativeBank(nce_question_bank) if nce_question_bank > 0 else None
+        self.context_bank = NegativeBank(nce_context_bank) if nce_context_bank > 0 else None
+        if self.question_bank is not None and not freeze_text_encoder:
+            raise ValueError("nce_question_bank needs freeze_text_encoder: a trained text encoder makes the "
+                             "banked question vectors stale")
         self.mwer_weight = mwer_weight
         self.mwer_paths = mwer_paths
         if cif_align_weight > 0 and (self.ctc_weight <= 0 or self.predictor_bias != 0):
@@ -310,7 +318,8 @@ class CLSR(Paraformer):
             if name in ctx:
                 stats[name] = ctx[name].detach()
         if want_nce:
-            loss_nce = symmetric_info_nce(q_vec, ctx["embedding"], self.nce_temperature)
+            loss_nce = self._info_nce(q_vec, ctx["embedding"], question, text, text_lengths,
+                                      banks=self.training and question_speech is None)
             loss = loss + self.nce_weight * loss_nce
             stats["loss_nce"] = loss_nce.detach()
             with torch.no_grad():
@@ -319,6 +328,21 @@ class CLSR(Paraformer):
         stats["loss"] = loss.detach()
         weight = total_tokens if self.length_normalized_loss else batch_size
         return force_gatherable((loss, stats, weight), loss.device)
+
+    def _info_nce(self, q_vec, c_vec, questions, text, text_lengths, banks: bool):
+        """Symmetric InfoNCE, with the banked negatives when training on text questions."""
+        if not banks or (self.question_bank is None and self.context_bank is None):
+            return symmetric_info_nce(q_vec, c_vec, self.nce_temperature)
+        # a context is identified by its reference tokens, a question by its text
+        context_ids = [tuple(row[:n].tolist()) for row, n in zip(text, text_lengths)]
+        bank_q, mask_q = self.question_bank.negatives(questions) if self.question_bank is not None else (None, None)
+        bank_c, mask_c = self.context_bank.negatives(context_ids) if self.context_bank is not None else (None, None)
+        loss = symmetric_info_nce(q_vec, c_vec, self.nce_temperature, bank_q, mask_q, bank_c, mask_c)
+        if self.question_bank is not None:
+            self.question_bank.add(q_vec, questions)
+        if self.context_bank is not None:
+            self.context_bank.add(c_vec, context_ids)
+        return loss
 
     # ---------------------------------------------------------------- inference
     def _features(self, inputs: Sequence, sample_rate: int | None = None):

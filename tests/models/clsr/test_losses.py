@@ -4,18 +4,27 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from funasr_clsr.models.clsr.losses import mwer_negative_sampling, symmetric_info_nce
+from funasr_clsr.models.clsr.losses import NegativeBank, mwer_negative_sampling, symmetric_info_nce
+
+
+def _unit_rows(*counts, dim=8):
+    torch.manual_seed(0)
+    return [F.normalize(torch.randn(n, dim), dim=-1) for n in counts]
+
+
+def _directions(q, c, tau, bank_q=None, bank_c=None):
+    """Reference q->c and c->q cross-entropies, written out (banks appended as extra columns)."""
+    sim = q @ c.t() / tau
+    labels = torch.arange(len(q))
+    q2c = sim if bank_c is None else torch.cat([sim, q @ bank_c.t() / tau], 1)
+    c2q = sim.t() if bank_q is None else torch.cat([sim.t(), c @ bank_q.t() / tau], 1)
+    return F.cross_entropy(q2c, labels), F.cross_entropy(c2q, labels)
 
 
 def test_symmetric_info_nce_averages_both_directions():
-    torch.manual_seed(0)
-    q = F.normalize(torch.randn(4, 8), dim=-1)
-    c = F.normalize(torch.randn(4, 8), dim=-1)
+    q, c = _unit_rows(4, 4)
     tau = 0.05
-    sim = q @ c.t() / tau
-    labels = torch.arange(4)
-    q2c = F.cross_entropy(sim, labels)
-    c2q = F.cross_entropy(sim.t(), labels)
+    q2c, c2q = _directions(q, c, tau)
     assert not torch.isclose(q2c, c2q)  # the case is asymmetric, so both terms matter
     assert torch.isclose(symmetric_info_nce(q, c, tau), 0.5 * (q2c + c2q))
 
@@ -27,6 +36,33 @@ def test_info_nce_is_low_for_matched_pairs_and_log_b_for_identical_vectors():
     assert math.isclose(symmetric_info_nce(same, same, 0.05).item(), math.log(4), rel_tol=1e-5)
     with pytest.raises(ValueError, match="shapes differ"):
         symmetric_info_nce(v, v[:3], 0.05)
+
+
+def test_banked_negatives_extend_each_direction_separately():
+    q, c, bank_q, bank_c = _unit_rows(3, 3, 5, 4)
+    tau = 0.1
+    q2c, c2q = _directions(q, c, tau)
+    q2c_bank, c2q_bank = _directions(q, c, tau, bank_q, bank_c)
+    assert torch.isclose(symmetric_info_nce(q, c, tau, extra_questions=bank_q), 0.5 * (q2c + c2q_bank))
+    assert torch.isclose(symmetric_info_nce(q, c, tau, extra_contexts=bank_c), 0.5 * (q2c_bank + c2q))
+    assert torch.isclose(symmetric_info_nce(q, c, tau, bank_q, None, bank_c, None), 0.5 * (q2c_bank + c2q_bank))
+    # masked entries (copies of this batch's pairs, banked earlier) are not negatives
+    all_q, all_c = torch.ones(3, 5, dtype=torch.bool), torch.ones(3, 4, dtype=torch.bool)
+    assert torch.isclose(symmetric_info_nce(q, c, tau, bank_q, all_q, bank_c, all_c), symmetric_info_nce(q, c, tau))
+
+
+def test_negative_bank_keeps_the_newest_and_leaves_out_the_batch_items():
+    bank = NegativeBank(3)
+    assert bank.negatives(["a"]) == (None, None)
+    bank.add(torch.eye(4)[:2], ["a", "b"])
+    bank.add(torch.eye(4)[2:], ["c", "d"])
+    vectors, own = bank.negatives(["b", "x", "c"])
+    assert torch.equal(vectors, torch.eye(4)[[2, 3, 0]])  # newest first, "b" pushed out
+    assert own.tolist() == [[True, False, False]] * 3  # "c" is in this batch already
+    bank.add(torch.eye(4)[[0]], ["c"])  # banked again: moved to the front, not duplicated
+    assert bank.keys.tolist() == NegativeBank._keys(["c", "d", "a"]).tolist()
+    with pytest.raises(ValueError, match="> 0"):
+        NegativeBank(0)
 
 
 def test_mwer_descent_lowers_the_expected_number_of_errors():

@@ -162,6 +162,30 @@ def test_trainable_text_encoder_switch(pair_dir, cmvn):
     assert m.text_encoder.model.encoder.layer[0].attention.self.query.weight.grad is not None
 
 
+def test_negative_banks_fill_in_training_and_the_question_bank_needs_a_frozen_text_encoder(pair_dir, cmvn,
+                                                                                            tmp_path):
+    am = build_tiny(frontend_cmvn=cmvn, nce_question_bank=16, nce_context_bank=16)
+    m = am.model.train()
+    half_jsonl = tmp_path / "half.jsonl"
+    half_jsonl.write_text("".join((pair_dir / "text_q.jsonl").read_text().splitlines(True)[:4]))
+    half = training_batch(am, half_jsonl)
+    _, alone, _ = m(**half)
+    batch = training_batch(am, pair_dir / "text_q.jsonl")
+    _, first, _ = m(**batch)
+    assert len(m.question_bank.vectors) == len(m.context_bank.vectors) == len(batch["question"])
+    # the same pairs again: their banked copies are left out, so the loss is what it was
+    _, second, _ = m(**batch)
+    assert torch.isclose(first["loss_nce"], second["loss_nce"], atol=1e-5)
+    # half of them: the other half, banked, are extra negatives now
+    _, banked, _ = m(**half)
+    assert banked["loss_nce"] > alone["loss_nce"] + 1e-3
+    m.eval()
+    m(**batch)
+    assert len(m.question_bank.vectors) == len(batch["question"])  # validation leaves the banks alone
+    with pytest.raises(ValueError, match="freeze_text_encoder"):
+        build_tiny(frontend_cmvn=cmvn, nce_question_bank=16, freeze_text_encoder=False)
+
+
 def test_subset_vocabulary_maps_rows_back_to_the_text_encoder(tmp_path, cmvn, pair_dir):
     from funasr_clsr.bin.make_tokens import main as make_tokens
 
