@@ -56,15 +56,6 @@ class DualEncoderMixin:
     """
 
     # ---------------------------------------------------------------- set-up
-    @staticmethod
-    def _check_format(version, model_path, error: type[Exception]) -> None:
-        """Refuse a model directory written with another model format version."""
-        from funasr_clsr.version import MODEL_FORMAT_VERSION
-
-        if version is not None and int(version) != MODEL_FORMAT_VERSION:
-            raise error(f"model directory {model_path or ''} has format version {version}, "
-                        f"this funasr_clsr reads version {MODEL_FORMAT_VERSION}: re-export it with a matching release")
-
     def _build_speech_encoder(self, encoder: str, encoder_conf, input_size: int, specaug, specaug_conf,
                               normalize, normalize_conf) -> None:
         """specaug / normalize / encoder from FunASR's tables by name, as Paraformer builds them."""

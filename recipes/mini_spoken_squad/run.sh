@@ -267,17 +267,13 @@ trained_systems() {
 
 if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
   log "Stage 5: export"
-  for s in $(trained_systems); do
-    if [ -f "${exp}/${s}/model/model.pt" ] && [ "${exp}/${s}/model/model.pt" -nt "${exp}/${s}/.done" ]; then continue; fi
+  # the stage-3 ASR checkpoint too: the cascade row that shows where joint training started from
+  for s in $(trained_systems) asr; do
+    if [ -f "${exp}/${s}/model/model.pt" ] && [ "${exp}/${s}/model/model.pt" -nt "${exp}/${s}/model.pt" ]; then continue; fi
     "${python}" -m funasr_clsr.bin.export --exp "${exp}/${s}" --checkpoint model.pt --out "${exp}/${s}/model" \
       --cmvn "${lang}/am.mvn" > "${logdir}/export_${s}.log" 2>&1 || { log "export of ${s} failed: ${logdir}/export_${s}.log"; exit 1; }
   done
   rm -rf "${exp}/model" && cp -r "${exp}/clsr/model" "${exp}/model"
-  # the stage-3 ASR checkpoint too: the cascade row that shows where joint training started from
-  if [ ! -f "${exp}/asr/model/model.pt" ] || [ "${exp}/asr/model.pt" -nt "${exp}/asr/model/model.pt" ]; then
-    "${python}" -m funasr_clsr.bin.export --exp "${exp}/asr" --checkpoint model.pt --out "${exp}/asr/model" \
-      --cmvn "${lang}/am.mvn" > "${logdir}/export_asr.log" 2>&1 || { log "export of asr failed: ${logdir}/export_asr.log"; exit 1; }
-  fi
 fi
 
 # evaluate <system> <evaluate.py args...>: one results.json row, skipped when already there

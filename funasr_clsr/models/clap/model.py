@@ -24,6 +24,7 @@ from funasr.train_utils.device_funcs import force_gatherable
 from funasr_clsr.models.clsr.losses import symmetric_info_nce
 from funasr_clsr.models.dual_encoder import DualEncoderMixin, masked_mean
 from funasr_clsr.text_encoder import TextEncoder
+from funasr_clsr.version import check_model_format
 
 
 class CLAPFormatError(ValueError):
@@ -125,7 +126,7 @@ class CLAPStyle(DualEncoderMixin, nn.Module):
         **kwargs,
     ):
         super().__init__()
-        self._check_format(clsr_format_version, model_path, CLAPFormatError)
+        check_model_format(clsr_format_version, model_path, CLAPFormatError)
         if not text_encoder_conf:
             raise ValueError("CLAPStyle needs a text encoder: set model_conf.text_encoder_conf.path")
         if audio_pooling not in ("mean", "cls"):

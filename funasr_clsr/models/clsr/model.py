@@ -33,7 +33,7 @@ from funasr_clsr.models.clsr.vq import VQAdaptor
 from funasr_clsr.models.dual_encoder import as_input_list, load_speech_features
 from funasr_clsr.text_encoder import TextEncoder
 from funasr_clsr.tokenizer import WordPieceTokenizer, read_token_list
-from funasr_clsr.version import MODEL_FORMAT_VERSION
+from funasr_clsr.version import check_model_format
 
 
 class ModelFormatError(ValueError):
@@ -64,10 +64,7 @@ class CLSR(Paraformer):
         model_path: str | None = None,
         **kwargs,
     ):
-        if clsr_format_version is not None and int(clsr_format_version) != MODEL_FORMAT_VERSION:
-            raise ModelFormatError(
-                f"model directory {model_path or ''} has CLSR format version {clsr_format_version}, "
-                f"this funasr_clsr reads version {MODEL_FORMAT_VERSION}: re-export it with a matching release")
+        check_model_format(clsr_format_version, model_path, ModelFormatError)
         tokens = self._tokens(tokenizer, token_list)
         ids = {t: i for i, t in enumerate(tokens)}
         kwargs["vocab_size"] = len(tokens)

@@ -24,6 +24,7 @@ from funasr.train_utils.device_funcs import force_gatherable
 from funasr_clsr.models.clsr.losses import symmetric_info_nce
 from funasr_clsr.models.dual_encoder import DualEncoderMixin, masked_mean
 from funasr_clsr.text_encoder import TextEncoder
+from funasr_clsr.version import check_model_format
 
 
 class ParaBGEFormatError(ValueError):
@@ -53,7 +54,7 @@ class ParaBGE(DualEncoderMixin, nn.Module):
         **kwargs,
     ):
         super().__init__()
-        self._check_format(clsr_format_version, model_path, ParaBGEFormatError)
+        check_model_format(clsr_format_version, model_path, ParaBGEFormatError)
         if not text_encoder_conf:
             raise ValueError("ParaBGE needs a text encoder: set model_conf.text_encoder_conf.path")
         if nce_temperature <= 0:
