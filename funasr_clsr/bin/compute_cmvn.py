@@ -26,14 +26,14 @@ def write_am_mvn(path: Path, mean: np.ndarray, std: np.ndarray) -> None:
 
 def compute_stats(wav_paths, frontend_conf: dict) -> tuple[np.ndarray, np.ndarray, int]:
     import torch
-    from funasr.frontends.wav_frontend import WavFrontend
     from tqdm import tqdm
 
     from funasr_clsr.audio import AudioError, load_audio
+    from funasr_clsr.frontend import WavFrontendVectorized
 
     conf = {k: v for k, v in frontend_conf.items() if k != "cmvn_file"}
     conf["dither"] = 0.0
-    frontend = WavFrontend(**conf)
+    frontend = WavFrontendVectorized(**conf)
     total = total_sq = None
     frames = skipped = 0
     for path in tqdm(wav_paths, desc="cmvn", unit="utt"):

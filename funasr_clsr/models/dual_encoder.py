@@ -57,9 +57,11 @@ class DualEncoderMixin:
 
     # ---------------------------------------------------------------- set-up
     def _build_speech_encoder(self, encoder: str, encoder_conf, input_size: int, specaug, specaug_conf,
-                              normalize, normalize_conf) -> None:
+                              normalize, normalize_conf, fused_attention: bool = True) -> None:
         """specaug / normalize / encoder from FunASR's tables by name, as Paraformer builds them."""
         from funasr.register import tables
+
+        from funasr_clsr.models.fused_attention import use_fused_attention
 
         self.specaug = tables.specaug_classes.get(specaug)(**(specaug_conf or {})) if specaug else None
         self.normalize = tables.normalize_classes.get(normalize)(**(normalize_conf or {})) if normalize else None
@@ -67,6 +69,7 @@ class DualEncoderMixin:
         if encoder_class is None:
             raise ValueError(f"encoder {encoder!r} is not registered in funasr's encoder_classes")
         self.encoder = encoder_class(input_size=input_size, **(encoder_conf or {}))
+        use_fused_attention(self.encoder, fused_attention)
 
     def _set_asr_tokenizer(self, tokenizer, token_list) -> None:
         """The transcripts' tokenizer: only the dataset uses it; export writes it as tokens.txt."""

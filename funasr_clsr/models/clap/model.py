@@ -135,7 +135,7 @@ class CLAPStyle(DualEncoderMixin, nn.Module):
             raise ValueError(f"need 0 < min_temperature <= init_temperature, got {min_temperature}, "
                              f"{init_temperature}")
         self._build_speech_encoder(encoder, encoder_conf, input_size, specaug, specaug_conf, normalize,
-                                   normalize_conf)
+                                   normalize_conf, fused_attention=kwargs.pop("fused_attention", True))
         audio_dim = self.encoder.output_size()
         self.audio_pooling = audio_pooling
         if audio_pooling == "cls":

@@ -31,6 +31,7 @@ from funasr_clsr.models.clsr.alignment import cif_alpha_targets, ctc_token_frame
 from funasr_clsr.models.clsr.losses import NegativeBank, mwer_negative_sampling, symmetric_info_nce
 from funasr_clsr.models.clsr.vq import VQAdaptor
 from funasr_clsr.models.dual_encoder import as_input_list, load_speech_features
+from funasr_clsr.models.fused_attention import use_fused_attention
 from funasr_clsr.text_encoder import TextEncoder
 from funasr_clsr.tokenizer import WordPieceTokenizer, read_token_list
 from funasr_clsr.version import check_model_format
@@ -58,6 +59,7 @@ class CLSR(Paraformer):
         cif_align_weight: float = 0.0,
         freeze_text_encoder: bool = True,
         freeze_speech_branch: bool = False,
+        fused_attention: bool = True,
         clsr_format_version: int | None = None,
         tokenizer=None,
         token_list=None,
@@ -74,6 +76,8 @@ class CLSR(Paraformer):
         # The sampler's target embeddings are the output layer's rows (paper, Sec. Sampler).
         kwargs.setdefault("share_embedding", True)
         super().__init__(**kwargs)
+        # softmax(QK^T)V of the SAN-M encoder/decoder by torch's fused kernel (same weights, same outputs)
+        use_fused_attention(self, fused_attention)
         if not 0.0 <= mae_weight + nce_weight <= 1.0:
             raise ValueError(f"mae_weight + nce_weight must be in [0, 1], got {mae_weight} + {nce_weight}")
         if nce_logits not in ("acoustic", "sampled"):

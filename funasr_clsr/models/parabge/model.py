@@ -60,7 +60,7 @@ class ParaBGE(DualEncoderMixin, nn.Module):
         if nce_temperature <= 0:
             raise ValueError(f"nce_temperature must be > 0, got {nce_temperature}")
         self._build_speech_encoder(encoder, encoder_conf, input_size, specaug, specaug_conf, normalize,
-                                   normalize_conf)
+                                   normalize_conf, fused_attention=kwargs.pop("fused_attention", True))
         self.text_encoder = TextEncoder(base_dir=model_path, **dict(text_encoder_conf))
         self.speech_proj = nn.Linear(self.encoder.output_size(), self.text_encoder.hidden_size)
         self.nce_temperature = float(nce_temperature)
