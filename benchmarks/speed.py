@@ -15,6 +15,9 @@ that random-weight models do the decoder work of a trained one):
                  encoder stays fp32: int8 BERT layers cost more embedding fidelity than they save
                  time (see docs/benchmarks.md). ``clsr_int8_all`` quantises the text encoder too.
 * ``mini``/``mini_int8``  conf/clsr_mini_en.yaml + all-MiniLM-L6-v2 (the small CPU config).
+* ``clsr_stock``/``mini_stock``  the same weights on FunASR's own code paths: WavFrontend's
+                 kaldi-native-fbank (no torchaudio here) and SAN-M attention step by step, i.e.
+                 without funasr_clsr's frontend.py and models/fused_attention.py.
 * ``whisper_hf`` cascade A: transformers Whisper-small (WhisperConfig of openai/whisper-small,
                  random init), greedy with KV cache, min_new_tokens = max_new_tokens = --tokens,
                  then bge-base on a transcript of --tokens WordPieces.
@@ -64,8 +67,9 @@ WHISPER_TINY_TEST = dict(d_model=64, encoder_layers=1, decoder_layers=1, encoder
                          decoder_attention_heads=2, encoder_ffn_dim=128, decoder_ffn_dim=128)
 WHISPER_SOT, WHISPER_EOT, WHISPER_NO_TS, WHISPER_TS_BEGIN, WHISPER_VOCAB = 50258, 50257, 50363, 50364, 51865
 
-ALL_SYSTEMS = ("clsr", "clsr_int8", "clsr_int8_all", "mini", "mini_int8", "whisper_hf", "fw_fp32", "fw_int8")
-CLSR_SYSTEMS = ("clsr", "clsr_int8", "clsr_int8_all", "mini", "mini_int8")
+ALL_SYSTEMS = ("clsr", "clsr_stock", "clsr_int8", "clsr_int8_all", "mini", "mini_stock", "mini_int8", "whisper_hf",
+               "fw_fp32", "fw_int8")
+CLSR_SYSTEMS = ("clsr", "clsr_stock", "clsr_int8", "clsr_int8_all", "mini", "mini_stock", "mini_int8")
 CASCADES = ("whisper_hf", "fw_fp32", "fw_int8")
 TARGETS = {
     "speedup_vs_whisper_hf_b1_fp32": 4.5,   # CLSR fp32 vs transformers cascade fp32, batch 1
@@ -142,6 +146,20 @@ def quantize_int8(model, scope: str = "speech"):
         q = quantize_dynamic(model, names, dtype=torch.qint8, inplace=False)
     q.__dict__["frontend"] = model.frontend
     return q.eval()
+
+
+def funasr_stock_paths(model):
+    """A copy of ``model`` (same weights) on FunASR's own fbank and attention code."""
+    from funasr.frontends.wav_frontend import WavFrontend
+
+    from funasr_clsr.models.fused_attention import use_fused_attention
+
+    stock = copy.deepcopy(model)
+    use_fused_attention(stock, enabled=False)
+    frontend = copy.copy(model.frontend)
+    frontend.__class__ = WavFrontend  # WavFrontendVectorized only overrides forward
+    stock.__dict__["frontend"] = frontend
+    return stock.eval()
 
 
 def profile_clsr(model, clips: list[np.ndarray], n_tokens: int | None) -> dict[str, float]:
@@ -389,6 +407,9 @@ def evaluate_targets(timings: dict, batch: int, cosines: dict) -> dict[str, dict
     ratio("speedup_vs_fw_int8_b1", "fw_int8", "clsr_int8", 1, 1.0)
     ratio(f"speedup_vs_fw_int8_b{batch}", "fw_int8", "clsr_int8", batch, 1.0)
     ratio(f"int8_speedup_clsr_b{batch}", "clsr", "clsr_int8", batch)
+    for b in sorted({1, batch}):  # funasr_clsr's fbank + fused attention against FunASR's own paths
+        ratio(f"speedup_vs_stock_funasr_clsr_b{b}", "clsr_stock", "clsr", b)
+        ratio(f"speedup_vs_stock_funasr_mini_b{b}", "mini_stock", "mini", b)
     for name, system, target in (("rtf_clsr_int8", "clsr_int8", TARGETS["rtf_clsr_int8"]),
                                  ("rtf_clsr_int8_all", "clsr_int8_all", None),
                                  ("rtf_clsr_fp32", "clsr", None)):
@@ -500,7 +521,7 @@ def _run(args, work: Path, report: dict) -> dict:
         paper_te = bc.bge_shaped_dir(work / "bge_base_shape", Path(minilm) / "vocab.txt")
         paper_conf, mini_te, mini_conf = bc.REPO / "conf/clsr_bge_base_en.yaml", Path(minilm), \
             bc.REPO / "conf/clsr_mini_en.yaml"
-    need_paper = any(s in systems for s in ("clsr", "clsr_int8", "clsr_int8_all") + CASCADES)
+    need_paper = any(s in systems for s in ("clsr", "clsr_stock", "clsr_int8", "clsr_int8_all") + CASCADES)
     if need_paper:
         logger.info("building CLSR (%s)", paper_conf.name)
         models["clsr"], _ = bc.build_clsr(paper_conf, paper_te, seed=args.seed)
@@ -508,9 +529,13 @@ def _run(args, work: Path, report: dict) -> dict:
         models["clsr_int8"] = quantize_int8(models["clsr"], "speech")
     if "clsr_int8_all" in systems:
         models["clsr_int8_all"] = quantize_int8(models["clsr"], "all")
-    if "mini" in systems or "mini_int8" in systems:
+    if "clsr_stock" in systems:
+        models["clsr_stock"] = funasr_stock_paths(models["clsr"])
+    if any(s in systems for s in ("mini", "mini_int8", "mini_stock")):
         logger.info("building CLSR (%s + %s)", mini_conf.name, mini_te.name)
         models["mini"], _ = bc.build_clsr(mini_conf, mini_te, seed=args.seed)
+        if "mini_stock" in systems:
+            models["mini_stock"] = funasr_stock_paths(models["mini"])
         if "mini_int8" in systems:
             models["mini_int8"] = quantize_int8(models["mini"], "speech")
     te_fp32 = models["clsr"].text_encoder if need_paper else None
@@ -608,7 +633,7 @@ def _run(args, work: Path, report: dict) -> dict:
     # ---- profile and thread sweep
     if not args.no_profile:
         report["profile_clsr"] = {}
-        for s in ("clsr", "clsr_int8", "clsr_int8_all", "mini"):
+        for s in ("clsr", "clsr_stock", "clsr_int8", "clsr_int8_all", "mini", "mini_stock"):
             if s in models and s in systems:
                 for b in sorted({1, args.batch}):
                     report["profile_clsr"][f"{s}@b{b}"] = profile_clsr(models[s], clips[:b], args.tokens)

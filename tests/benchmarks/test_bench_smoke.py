@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from clsr_testing import CONTEXTS, QUESTIONS, REPO, tone_speech
 
@@ -112,6 +113,25 @@ def test_speed_tiny_end_to_end(tmp_path):
     cos = saved["int8_quality"]["clsr_int8_random_speech_branch"]
     assert -1.0 <= cos["min"] <= cos["mean"] <= 1.0 + 1e-6 and cos["n"] == 2
     assert "| clsr | 1 |" in md.read_text()
+    st = saved["targets"]["speedup_vs_stock_funasr_clsr_b1"]
+    assert st["value"] == pytest.approx(timings["clsr_stock@b1"]["median_s"] / timings["clsr@b1"]["median_s"], rel=1e-2)
+
+
+def test_stock_copy_runs_funasr_code_on_the_same_weights(tiny_te_dir):
+    from funasr.frontends.wav_frontend import WavFrontend
+    from funasr_clsr.models.fused_attention import FusedAttentionSANM
+
+    sp = _load("speed")
+    bc = _load("bench_common")
+    model, _ = bc.build_clsr(REPO / "conf" / "clsr_tiny.yaml", tiny_te_dir)
+    stock = sp.funasr_stock_paths(model)
+    assert type(stock.frontend) is WavFrontend
+    assert not any(isinstance(m, FusedAttentionSANM) for m in stock.modules())
+    assert any(isinstance(m, FusedAttentionSANM) for m in model.modules())  # the original is untouched
+    clip = np.sin(np.arange(16000 * 2) / 16000 * 2 * np.pi * 220).astype(np.float32) * 0.3
+    a = model.encode_speech([clip]).detach()
+    b = stock.encode_speech([clip]).detach()
+    assert torch.nn.functional.cosine_similarity(a, b).min() > 0.999
 
 
 def test_forced_token_count_changes_only_the_token_count(tiny_te_dir):
