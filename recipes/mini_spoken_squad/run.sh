@@ -50,10 +50,8 @@ pitches=
 token_min_count=     # ASR vocabulary: pieces seen at least this often + single characters
 asr_epochs=          # stage 3
 joint_epochs=        # stage 4
-joint_lr=5e-5        # stage 4 learning rate (the paper's Adam 5e-5; the speech branch starts from stage 3).
-                     # 5e-4 and 1.5e-4 made the stage-3 ASR worse within 120 steps (README, "Joint stage")
-joint_batch=18000    # stage 4 batch: padded 10 ms frames (3 min of audio). InfoNCE's negatives are the
-                     # batch's other pairs: at 60 s (1-3 contexts) it had almost none
+# stage 4: joint_lr, joint_warmup, joint_batch, joint_nce_weight, joint_mae_weight (conf/joint.sh)
+. conf/joint.sh
 sampling_ratio=0.0   # Paraformer sampler ratio, stages 3-4 (paper: 0.75). 0: the decoder learns from
                      # the CIF embeddings alone; with 0.75 a decoder trained from nothing learnt to copy
                      # the sampled-in targets and stayed poor (README, "ASR from nothing")
@@ -239,19 +237,19 @@ if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
 fi
 
 asr_init="++init_param=$(pwd)/${exp}/asr/model.pt"
-joint_opt="++optim_conf.lr=${joint_lr} ++scheduler_conf.warmup_steps=50 ++model_conf.sampling_ratio=${sampling_ratio}"
-joint_opt+=" ++dataset_conf.batch_size=${joint_batch} ++dataset_conf.max_source_length=6000"
+joint_opt=$(joint_overrides "${sampling_ratio}")
+joint_loss=$(joint_loss_overrides)
 has_system() { case " ${systems} " in *" $1 "*) return 0;; *) return 1;; esac; }
 
 if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
   # shellcheck disable=SC2086
   log "Stage 4: joint training (text encoder frozen) and same-budget comparisons"
-  train clsr clsr_mini_en.yaml "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" ${joint_opt} "${te_conf}" "${asr_init}"
+  train clsr clsr_mini_en.yaml "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" ${joint_opt} ${joint_loss} "${te_conf}" "${asr_init}"
   # shellcheck disable=SC2086
   if has_system cascade; then train cascade_asr clsr_mini_en.yaml "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" ${joint_opt} ${asr_only} "${asr_init}"; fi
-  if has_system clsr_no_vq; then train clsr_no_vq clsr_mini_en.yaml "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" ${joint_opt} "${te_conf}" "${asr_init}" ++model_conf.use_vq=false; fi
+  if has_system clsr_no_vq; then train clsr_no_vq clsr_mini_en.yaml "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" ${joint_opt} ${joint_loss} "${te_conf}" "${asr_init}" ++model_conf.use_vq=false; fi
   if has_system clsr_no_sampler && [ "${sampling_ratio}" = 0.0 ]; then log "  clsr_no_sampler: skipped, clsr itself runs without the sampler (--sampling-ratio 0.0)"; fi
-  if has_system clsr_no_sampler && [ "${sampling_ratio}" != 0.0 ]; then train clsr_no_sampler clsr_mini_en.yaml "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" ${joint_opt} "${te_conf}" "${asr_init}" ++model_conf.sampling_ratio=0.0; fi
+  if has_system clsr_no_sampler && [ "${sampling_ratio}" != 0.0 ]; then train clsr_no_sampler clsr_mini_en.yaml "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" ${joint_opt} ${joint_loss} "${te_conf}" "${asr_init}" ++model_conf.sampling_ratio=0.0; fi
   if has_system clsr_no_pretrain; then train clsr_no_pretrain clsr_mini_en.yaml "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" ${joint_opt} "${te_conf}"; fi
   if has_system parabge; then train parabge parabge_mini_en.yaml "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" ${joint_opt} "${te_conf}" "${asr_init}"; fi
   if has_system clap; then train clap clap_mini_en.yaml "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" ${joint_opt} "${te_conf}"; fi
@@ -291,7 +289,8 @@ evaluate() {
 if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
   log "Stage 6: evaluation on ${data}/qa_test.jsonl -> ${results}"
   evaluate clean_text --mode clean_text --text-encoder "${text_encoder}"
-  evaluate clsr --mode embed --model "${exp}/clsr/model"
+  evaluate clsr --mode embed --model "${exp}/clsr/model" \
+    --note "stage 4 from the stage-3 ASR: loss weights nce ${joint_nce_weight}, mae ${joint_mae_weight}, asr the rest; lr ${joint_lr}"
   if [ "${speech_questions}" = true ]; then
     evaluate clsr_speech_q --mode embed --model "${exp}/clsr/model" --question-kind speech \
       --note "spoken questions, same model (trained with text questions)"

