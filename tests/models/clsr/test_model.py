@@ -205,6 +205,12 @@ def test_subset_vocabulary_maps_rows_back_to_the_text_encoder(tmp_path, cmvn, pa
     for i, tok in enumerate(subset):
         assert torch.equal(m.text_embedding_matrix[i], w[full.index(tok)])
     assert m.encode_speech([str(pair_dir / "ctx0.wav")]).shape[0] == 1
+    # inference looks the rows up directly; training goes through the straight-through VQ: same values
+    logits = torch.randn(2, 5, len(subset))
+    lengths = torch.tensor([5, 3])
+    infer, mask = m.text_like_embeddings(logits, None, lengths)
+    train, mask_t = m.text_like_embeddings(logits.clone().requires_grad_(True), None, lengths)
+    assert torch.equal(infer, train.detach()) and torch.equal(mask, mask_t)
 
 
 # ------------------------------------------------------------------ bad input
