@@ -63,7 +63,8 @@ num_threads=2        # torch threads for training/eval
 tag=                 # experiment variant: stages 2-7 write to exp/<profile><tag> (data is shared)
 
 help_message="Mini Spoken-SQuAD (espeak-ng) recipe. Stages: 0 data, 1 checks, 2 lang, 3 ASR, 4 joint, 5 export, 6 eval, 7 report.
-Options shown as \"\" take their value from conf/profiles/<profile>.sh."
+Options shown as \"\" take their value from conf/profiles/<profile>.sh. Stage-4 options from conf/joint.sh:
+  --joint-lr ${joint_lr} --joint-warmup ${joint_warmup} --joint-batch ${joint_batch} --joint-nce-weight ${joint_nce_weight} --joint-mae-weight ${joint_mae_weight}"
 
 . utils/parse_options.sh
 

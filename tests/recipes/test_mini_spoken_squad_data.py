@@ -393,6 +393,7 @@ def test_run_sh_help_lists_variables():
     r = subprocess.run(["bash", str(RECIPE / "run.sh"), "--help"], capture_output=True, text=True)
     assert r.returncode == 0
     assert re.search(r"--stop-stage\s+100", r.stdout) and "--qa-test-contexts" in r.stdout
+    assert "--joint-nce-weight 1.0" in r.stdout  # stage-4 defaults, sourced from conf/joint.sh
 
 
 @needs_espeak
