@@ -238,7 +238,9 @@ class CLSR(Paraformer):
             text_lengths = text_lengths[:, 0]
         enc, enc_lens = self.encode(speech, speech_lengths)
         out = {}
-        if self.ctc_weight > 0.0:
+        # the auxiliary ASR losses only matter when the ASR loss has weight (stage 4 may train InfoNCE alone)
+        asr_trained = self.asr_weight > 0.0
+        if self.ctc_weight > 0.0 and asr_trained:
             out["loss_ctc"], _ = self._calc_ctc_loss(enc, enc_lens, text, text_lengths)
             if self.length_normalized_loss:  # funasr's CTC is summed per utterance; match the per-token CE
                 out["loss_ctc"] = out["loss_ctc"] * text_lengths.numel() / text_lengths.sum().clamp(min=1)
@@ -248,7 +250,7 @@ class CLSR(Paraformer):
             ys_lens = ys_lens + 1
         enc_mask = (~make_pad_mask(enc_lens, maxlen=enc.size(1))[:, None, :]).to(enc.device)
         acoustic, token_num, alphas, _ = self.predictor(enc, ys, enc_mask, ignore_id=self.ignore_id)
-        if self.cif_align_weight > 0:
+        if self.cif_align_weight > 0 and asr_trained:
             out["loss_cif_align"] = self._cif_align_loss(enc, enc_lens, text, text_lengths, alphas)
 
         acoustic_logits = acoustic_hidden = None

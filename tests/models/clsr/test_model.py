@@ -186,6 +186,20 @@ def test_negative_banks_fill_in_training_and_the_question_bank_needs_a_frozen_te
         build_tiny(frontend_cmvn=cmvn, nce_question_bank=16, freeze_text_encoder=False)
 
 
+def test_infonce_alone_skips_the_auxiliary_asr_losses(pair_dir, cmvn):
+    """nce_weight 1 (ASR weight 0, the mini recipe's stage 4): no CTC / CIF-alignment work, InfoNCE only."""
+    batch = None
+    stats = {}
+    for name, weights in (("paper", {}), ("nce_only", {"nce_weight": 1.0, "mae_weight": 0.0})):
+        am = build_tiny(frontend_cmvn=cmvn, ctc_weight=0.3, cif_align_weight=1.0, **weights)
+        batch = batch or training_batch(am, pair_dir / "text_q.jsonl")
+        loss, stats[name], _ = am.model.train()(**batch)
+        if name == "nce_only":
+            assert torch.isclose(loss, stats[name]["loss_nce"])
+    assert {"loss_ctc", "loss_cif_align"} <= set(stats["paper"])
+    assert not {"loss_ctc", "loss_cif_align"} & set(stats["nce_only"]) and "loss_nce" in stats["nce_only"]
+
+
 def test_subset_vocabulary_maps_rows_back_to_the_text_encoder(tmp_path, cmvn, pair_dir):
     from funasr_clsr.bin.make_tokens import main as make_tokens
 
