@@ -88,9 +88,14 @@ def plot_wer_vs_recall(
         raise ValueError("plot_wer_vs_recall: no system has both a WER and an R@1")
     fig = _new_figure(6.0, 4.4)
     ax = fig.add_subplot(1, 1, 1)
-    for name, (wer, r1) in kept.items():
+    # labels of points that sit close together are stacked upwards instead of printed over each other
+    placed: list[tuple[float, float]] = []
+    for name, (wer, r1) in sorted(kept.items(), key=lambda kv: (kv[1][1], kv[1][0])):
         ax.scatter([wer], [r1], s=40)
-        ax.annotate(name, (wer, r1), textcoords="offset points", xytext=(5, 4), fontsize="small")
+        crowd = sum(1 for w, r in placed if abs(w - wer) < 12 and abs(r - r1) < 6)
+        placed.append((wer, r1))
+        ax.annotate(name, (wer, r1), textcoords="offset points", xytext=(5, 4 + 11 * crowd), fontsize="small",
+                    arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "0.5"} if crowd else None)
     ax.set_xlabel("WER (%)")
     ax.set_ylabel("Q->C R@1 (%)")
     max_wer = max(w for w, _ in kept.values())

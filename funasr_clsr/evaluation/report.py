@@ -380,6 +380,8 @@ def compute_claims(obj: Mapping) -> list[dict]:
     add("clsr_vs_parabge", "CLSR Q->C R@1 beats ParaBGE by at least 20 points", ("clsr", "parabge"), vs_parabge)
     add("clsr_vs_cascade", "CLSR Q->C R@1 is at least the same-budget cascade's",
         ("clsr", "cascade"), vs_cascade)
+    add("clsr_vs_clap", "CLSR Q->C R@1 beats the CLAP-style dual encoder (the paper's ordering)",
+        ("clsr", "clap"), lambda v: (v["clsr"] - v["clap"], f"clsr {v['clsr']:.2f} vs clap {v['clap']:.2f}"))
     return out
 
 

@@ -156,6 +156,10 @@ def test_claims_computed_from_numbers():
     assert claims["clsr_vs_cascade"]["status"] == "met"
     assert claims["clsr_vs_cascade"]["margin"] == pytest.approx(4.0)
     assert "**skipped** (no row for `parabge`)" in R.render_markdown(o)
+    assert claims["clsr_vs_clap"]["status"] == "skipped"  # the sample has no clap row
+    o["systems"]["clap"] = {"q2c": m(60.0, 70.0, 80.0, 65.0)}
+    clap = {c["id"]: c for c in R.compute_claims(o)}["clsr_vs_clap"]
+    assert clap["status"] == "missed" and clap["margin"] == pytest.approx(-4.0)
 
 
 def test_anchors_table_is_labelled_and_validated():

@@ -16,10 +16,10 @@
 : "${pitches:=40 45 50 55 60}"
 # Training (stage 2-4) and evaluation (stage 6). Measured on 2 shared cores (README): stage 3 runs
 # ~672 steps (4-5 min) per epoch; one joint epoch of CLSR over the 1,500 contexts ~15 min; evaluating
-# one speech system on the 1,048 test contexts ~6-7 min. Whisper-base over the 13.8 h test set costs
-# ~65 core-minutes (RTF 0.08 per thread), and each ablation another joint epoch + evaluation:
-# CLAP-style another ~8 min + evaluation: options (--whisper true, --systems "cascade parabge clap clsr_no_vq")
-# outside the 2-hour budget.
+# one speech system on the 1,048 test contexts ~2 min (6-7 min before the torch fbank and fused
+# attention). Whisper-base over the 13.8 h test set costs ~65 core-minutes (RTF 0.08 per thread);
+# clsr_no_vq ~6.5 min + evaluation, CLAP-style ~2 min + evaluation: options (--whisper true,
+# --systems "cascade parabge clap clsr_no_vq") outside the 2-hour budget.
 : "${token_min_count:=5}"
 : "${asr_epochs:=10}"
 : "${joint_epochs:=1}"
