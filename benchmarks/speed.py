@@ -401,11 +401,12 @@ def evaluate_targets(timings: dict, batch: int, cosines: dict) -> dict[str, dict
         out[name] = entry
 
     ratio("speedup_vs_whisper_hf_b1_fp32", "whisper_hf", "clsr", 1, TARGETS["speedup_vs_whisper_hf_b1_fp32"])
-    ratio(f"speedup_vs_whisper_hf_b{batch}_fp32", "whisper_hf", "clsr", batch)
     ratio("speedup_vs_fw_fp32_b1", "fw_fp32", "clsr", 1, 1.0)
-    ratio(f"speedup_vs_fw_fp32_b{batch}", "fw_fp32", "clsr", batch, 1.0)
     ratio("speedup_vs_fw_int8_b1", "fw_int8", "clsr_int8", 1, 1.0)
-    ratio(f"speedup_vs_fw_int8_b{batch}", "fw_int8", "clsr_int8", batch, 1.0)
+    if batch > 1:  # (at --batch 1 these names would overwrite the batch-1 entries above)
+        ratio(f"speedup_vs_whisper_hf_b{batch}_fp32", "whisper_hf", "clsr", batch)
+        ratio(f"speedup_vs_fw_fp32_b{batch}", "fw_fp32", "clsr", batch, 1.0)
+        ratio(f"speedup_vs_fw_int8_b{batch}", "fw_int8", "clsr_int8", batch, 1.0)
     ratio(f"int8_speedup_clsr_b{batch}", "clsr", "clsr_int8", batch)
     for b in sorted({1, batch}):  # funasr_clsr's fbank + fused attention against FunASR's own paths
         ratio(f"speedup_vs_stock_funasr_clsr_b{b}", "clsr_stock", "clsr", b)

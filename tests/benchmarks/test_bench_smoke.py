@@ -199,3 +199,10 @@ def test_int8_scopes_quantise_the_right_layers(tiny_te_dir):
     assert quantised(model) == set()  # the fp32 model is left as it was
     with pytest.raises(ValueError, match="int8 scope"):
         sp.quantize_int8(model, "half")
+
+
+def test_batch_one_run_keeps_the_speed_target():
+    sp = _load("speed")
+    timings = {f"{s}@b1": {"median_s": t, "rtf": t / 30.0} for s, t in (("clsr", 1.5), ("whisper_hf", 7.5))}
+    target = sp.evaluate_targets(timings, batch=1, cosines={})["speedup_vs_whisper_hf_b1_fp32"]
+    assert target["value"] == pytest.approx(5.0) and target["target"] == 4.5 and target["met"]
