@@ -9,6 +9,7 @@ FunASR's own code.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -21,6 +22,7 @@ from funasr.utils import fbank as funasr_fbank
 _PREEMPH_DEFAULT = 0.97
 
 
+@functools.lru_cache(maxsize=16)  # per utterance on the hot path; read-only tensors
 def _window(kind: str, size: int) -> torch.Tensor:
     n = torch.arange(size, dtype=torch.float64)
     arg = 2 * math.pi * n / (size - 1) if size > 1 else torch.zeros(size, dtype=torch.float64)
@@ -39,6 +41,7 @@ def _window(kind: str, size: int) -> torch.Tensor:
     return w.float()
 
 
+@functools.lru_cache(maxsize=16)
 def _mel_banks(num_bins: int, padded: int, fs: float, low_freq: float, high_freq: float) -> torch.Tensor:
     """Kaldi's triangular mel filters over the first padded/2 FFT bins: (padded/2, num_bins)."""
     nyquist = 0.5 * fs
@@ -60,9 +63,6 @@ def _mel_banks(num_bins: int, padded: int, fs: float, low_freq: float, high_freq
     weights = torch.where(fft_mel <= center, rising, falling)
     inside = (fft_mel > left) & (fft_mel < right)
     return torch.where(inside, weights, torch.zeros_like(weights)).float()
-
-
-_BANKS: dict[tuple, torch.Tensor] = {}
 
 
 def kaldi_fbank(waveform: torch.Tensor, num_mel_bins: int = 23, frame_length: float = 25.0,
@@ -108,10 +108,7 @@ def kaldi_fbank(waveform: torch.Tensor, num_mel_bins: int = 23, frame_length: fl
     power = spectrum.real.square() + spectrum.imag.square()
     if not use_power:
         power = power.sqrt()
-    key = (num_mel_bins, padded, float(sample_frequency), float(low_freq), float(high_freq))
-    banks = _BANKS.get(key)
-    if banks is None:
-        banks = _BANKS[key] = _mel_banks(num_mel_bins, padded, sample_frequency, low_freq, high_freq)
+    banks = _mel_banks(num_mel_bins, padded, float(sample_frequency), float(low_freq), float(high_freq))
     mel = power[:, : padded // 2] @ banks
     if use_log_fbank:
         mel = mel.clamp(min=torch.finfo(torch.float32).eps).log()

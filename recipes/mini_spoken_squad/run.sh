@@ -290,8 +290,11 @@ evaluate() {
 if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
   log "Stage 6: evaluation on ${data}/qa_test.jsonl -> ${results}"
   evaluate clean_text --mode clean_text --text-encoder "${text_encoder}"
-  evaluate clsr --mode embed --model "${exp}/clsr/model" \
-    --note "stage 4 from the stage-3 ASR: loss weights nce ${joint_nce_weight}, mae ${joint_mae_weight}, asr the rest; lr ${joint_lr}"
+  # the note describes the run that trained exp/clsr (its saved config), not this invocation's options
+  clsr_note=$("${python}" -c "import sys, yaml; c = yaml.safe_load(open(sys.argv[1])); m = c['model_conf']
+print(f\"stage 4 from the stage-3 ASR: loss weights nce {m['nce_weight']}, mae {m['mae_weight']}, asr the rest; lr {c['optim_conf']['lr']}\")" \
+    "${exp}/clsr/config.yaml")
+  evaluate clsr --mode embed --model "${exp}/clsr/model" --note "${clsr_note}"
   if [ "${speech_questions}" = true ]; then
     evaluate clsr_speech_q --mode embed --model "${exp}/clsr/model" --question-kind speech \
       --note "spoken questions, same model (trained with text questions)"

@@ -188,10 +188,8 @@ class CLSR(Paraformer):
         lengths = lengths.clamp(max=limit)
         width = int(lengths.max()) if lengths.numel() else 0
         logits = logits[:, :width]
-        if self.use_vq and logits.requires_grad:
-            body = self.vq(logits, self.text_embedding_matrix)
-        elif self.use_vq:  # the forward value alone: rows looked up without copying the (V, H) sub-matrix
-            body = te.word_embeddings[self.text_ids[logits.argmax(-1)]]
+        if self.use_vq:
+            body = self.vq(logits, te.word_embeddings, self.text_ids)
         else:
             body = self.hidden_proj(hidden[:, :width])
         bsz = body.size(0)

@@ -46,8 +46,14 @@ class VQAdaptor(nn.Module):
             raise ValueError(f"VQ temperature gamma must be > 0, got {gamma}")
         self.gamma = float(gamma)
 
-    def forward(self, logits: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        return _StraightThroughLookup.apply(logits, weight, self.gamma)
+    def forward(self, logits: torch.Tensor, weight: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """logits (..., V) -> (..., H). ``rows`` (V,): the row of ``weight`` for each logit (a vocabulary
+        subset of the text encoder's); without it, logit i is row i."""
+        if not logits.requires_grad:  # the forward value alone: a lookup, no (V, H) sub-matrix copied
+            ids = logits.argmax(-1)
+            return weight[ids if rows is None else rows[ids]]
+        sub = weight if rows is None else weight.index_select(0, rows)
+        return _StraightThroughLookup.apply(logits, sub, self.gamma)
 
     def extra_repr(self) -> str:
         return f"gamma={self.gamma}"

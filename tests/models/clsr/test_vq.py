@@ -41,3 +41,14 @@ def test_gamma_must_be_positive():
 
     with pytest.raises(ValueError, match="gamma"):
         VQAdaptor(0.0)
+
+
+def test_vocabulary_subset_rows_same_value_with_and_without_gradient():
+    torch.manual_seed(3)
+    weight = torch.randn(20, 4)
+    rows = torch.tensor([3, 0, 7, 19, 11])
+    logits = torch.randn(2, 6, 5)
+    expected = weight.index_select(0, rows)[logits.argmax(-1)]
+    assert torch.equal(VQAdaptor(0.1)(logits, weight, rows), expected)  # lookup path
+    with_grad = VQAdaptor(0.1)(logits.clone().requires_grad_(True), weight, rows)  # straight-through path
+    assert torch.equal(with_grad.detach(), expected) and with_grad.requires_grad
