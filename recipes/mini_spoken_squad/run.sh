@@ -52,6 +52,7 @@ asr_epochs=          # stage 3
 joint_epochs=        # stage 4
 # stage 4: joint_lr, joint_warmup, joint_batch, joint_nce_weight, joint_mae_weight (conf/joint.sh)
 . conf/joint.sh
+. local/trainer.sh   # recipe_train, asr_only_overrides: how every stage calls the trainer
 sampling_ratio=0.0   # Paraformer sampler ratio, stages 3-4 (paper: 0.75). 0: the decoder learns from
                      # the CIF embeddings alone; with 0.75 a decoder trained from nothing learnt to copy
                      # the sampled-in targets and stayed poor (README, "ASR from nothing")
@@ -203,17 +204,14 @@ train() {
   if [ -f "${dir}/.done" ]; then log "  ${name}: already trained (${dir}); skipping"; return 0; fi
   log "  ${name}: ${config}, ${epochs} epochs -> ${dir} (log: ${logdir}/train_${name}.log)"
   local t0; t0=$(date +%s)
-  "${python}" -m funasr_clsr.bin.train --config-path "${conf_dir}" --config-name "${config}" \
-    ++tokenizer_conf.token_list="$(pwd)/${lang}/tokens.txt" ++frontend_conf.cmvn_file="$(pwd)/${lang}/am.mvn" \
-    ++train_data_set_list="$(pwd)/${train_jsonl}" ++valid_data_set_list="$(pwd)/${valid_jsonl}" \
-    ++output_dir="$(pwd)/${dir}" ++train_conf.max_epoch="${epochs}" ++ncpu="${num_threads}" "$@" \
-    > "${logdir}/train_${name}.log" 2>&1 || { log "  ${name}: training failed, see ${logdir}/train_${name}.log"; tail -5 "${logdir}/train_${name}.log" >&2; exit 1; }
+  recipe_train "${python}" "${conf_dir}" "${config}" "$(pwd)/${lang}" "$(pwd)/${train_jsonl}" "$(pwd)/${valid_jsonl}" \
+    "$(pwd)/${dir}" "${epochs}" "${num_threads}" "$@" > "${logdir}/train_${name}.log" 2>&1 || { log "  ${name}: training failed, see ${logdir}/train_${name}.log"; tail -5 "${logdir}/train_${name}.log" >&2; exit 1; }
   echo "$(($(date +%s) - t0))" > "${dir}/.done"
   log "  ${name}: done in $(cat "${dir}/.done") s"
 }
 
 te_conf="++model_conf.text_encoder_conf.path=${text_encoder}"
-asr_only="++model_conf.text_encoder_conf=null ++model_conf.nce_weight=0"
+asr_only=$(asr_only_overrides)
 
 if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
   if [ -f "${lang}/.done" ]; then

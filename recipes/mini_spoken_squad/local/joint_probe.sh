@@ -15,6 +15,7 @@ set -euo pipefail
 recipe_dir=$(cd "$(dirname "$0")/.." && pwd)
 # stage 4's defaults (joint_lr, joint_warmup, joint_batch, joint_*_weight): the probe trains what run.sh trains
 . "${recipe_dir}/conf/joint.sh"
+. "${recipe_dir}/local/trainer.sh"
 
 profile=full
 name=
@@ -84,7 +85,8 @@ mkdir -p "${dir}"
 
 # shellcheck disable=SC2207
 model_conf=("++model_conf.text_encoder_conf.path=${text_encoder}" $(joint_loss_overrides))
-if [ "${asr_only}" = true ]; then model_conf=("++model_conf.text_encoder_conf=null" "++model_conf.nce_weight=0"); fi
+# shellcheck disable=SC2207
+if [ "${asr_only}" = true ]; then model_conf=($(asr_only_overrides)); fi
 
 if [ "${no_train}" = true ]; then
   # the stage-3 weights under the joint configuration (its text encoder comes from the config)
@@ -100,10 +102,9 @@ EOF
   cp "${exp}/asr/model.pt" "${dir}/model.pt"
 elif [ ! -f "${dir}/.done" ]; then
   echo "training ${name} (log: ${dir}/train.log)"
-  logged "${dir}/train.log" "${python}" -m funasr_clsr.bin.train --config-path "${conf_dir}" --config-name "${config}" \
-    ++tokenizer_conf.token_list="${lang}/tokens.txt" ++frontend_conf.cmvn_file="${lang}/am.mvn" \
-    ++train_data_set_list="${probe}/train_${train_pairs}.jsonl" ++valid_data_set_list="${probe}/dev_40.jsonl" \
-    ++output_dir="${dir}" ++train_conf.max_epoch=1 ++ncpu="${num_threads}" \
+  # shellcheck disable=SC2046
+  logged "${dir}/train.log" recipe_train "${python}" "${conf_dir}" "${config}" "${lang}" \
+    "${probe}/train_${train_pairs}.jsonl" "${probe}/dev_40.jsonl" "${dir}" 1 "${num_threads}" \
     $(joint_overrides 0.0) "${model_conf[@]}" ++init_param="${exp}/asr/model.pt" "$@"
   touch "${dir}/.done"
 fi

@@ -24,6 +24,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 recipe_dir=$(cd "$(dirname "$0")/.." && pwd)
+. "${recipe_dir}/local/trainer.sh"
 repo=$(cd "${recipe_dir}/../.." && pwd)
 data=${recipe_dir}/data/${profile}
 exp=${recipe_dir}/exp/${profile}
@@ -43,11 +44,9 @@ for i in $(seq "${pairs}"); do
     [ "${variant}" = stock ] && extra=(++frontend=WavFrontend ++model_conf.fused_attention=false)
     out=${work}/${variant}_${i}
     t0=$(date +%s.%N)
-    "${python}" -m funasr_clsr.bin.train --config-path "${repo}/conf" --config-name clsr_mini_en.yaml \
-      ++tokenizer_conf.token_list="${exp}/lang/tokens.txt" ++frontend_conf.cmvn_file="${exp}/lang/am.mvn" \
-      ++train_data_set_list="${work}/train.jsonl" ++valid_data_set_list="${work}/dev.jsonl" \
-      ++output_dir="${out}" ++train_conf.max_epoch=1 ++train_conf.log_interval=5 ++ncpu="${num_threads}" \
-      ++model_conf.text_encoder_conf=null ++model_conf.nce_weight=0 ++model_conf.sampling_ratio=0.0 \
+    # shellcheck disable=SC2046
+    recipe_train "${python}" "${repo}/conf" clsr_mini_en.yaml "${exp}/lang" "${work}/train.jsonl" "${work}/dev.jsonl" \
+      "${out}" 1 "${num_threads}" ++train_conf.log_interval=5 $(asr_only_overrides) ++model_conf.sampling_ratio=0.0 \
       ++init_param="${exp}/asr/model.pt" "${extra[@]}" > "${out}.log" 2>&1 \
       || { echo "$0: ${variant} run failed:" >&2; tail -5 "${out}.log" >&2; exit 1; }
     t1=$(date +%s.%N)
