@@ -22,6 +22,7 @@
 # Training (stage 2-4) and evaluation (stage 6)
 : "${token_min_count:=5}"
 : "${asr_epochs:=6}"
+: "${asr_warmup_epochs:=3}"  # not measured in quick: the same ~40 % share as full
 : "${joint_epochs:=2}"
 : "${systems:=cascade}"
 : "${whisper:=false}"
