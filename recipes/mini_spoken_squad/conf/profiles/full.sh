@@ -14,12 +14,11 @@
 : "${test_voices:=${voices}}"
 : "${rates:=140 150 160 170 180 190}"
 : "${pitches:=40 45 50 55 60}"
-# Training (stage 2-4) and evaluation (stage 6). Measured on 2 shared cores (README): stage 3 runs
-# ~672 steps (4-5 min) per epoch; one joint epoch of CLSR over the 1,500 contexts ~15 min; evaluating
-# one speech system on the 1,048 test contexts ~2 min (6-7 min before the torch fbank and fused
-# attention). Whisper-base over the 13.8 h test set costs ~65 core-minutes (RTF 0.08 per thread);
-# clsr_no_vq ~6.5 min + evaluation, CLAP-style ~2 min + evaluation: options (--whisper true,
-# --systems "cascade parabge clap clsr_no_vq") outside the 2-hour budget.
+# Training (stage 2-4) and evaluation (stage 6). Measured end to end on 2 idle cores (`make full`,
+# RESULTS.md): 1 h 21 min in all; stage 0 4.3 min, stage 3 45 min (~672 steps of ~0.37 s per epoch),
+# stage 4 22 min (clsr 9.3, cascade_asr 8.8, parabge 3.9), evaluation ~2 min per speech system.
+# Outside the 2-hour budget: --whisper true (~65 core-minutes over the 13.8 h test set, RTF 0.08 per
+# thread) and --systems "... clap clsr_no_vq clsr_no_pretrain" (2, 10 and 10 min + evaluation).
 : "${token_min_count:=5}"
 : "${asr_epochs:=10}"
 : "${asr_warmup_epochs:=4}"  # as in the measured full run: its CTC plateau broke in epoch 2 (README, "ASR from nothing")
