@@ -197,8 +197,6 @@ if [ "${stop_stage}" -ge 2 ]; then
 fi
 export OMP_NUM_THREADS=${num_threads}
 
-# train <name> <config> <train jsonl> <valid jsonl> <epochs> [++overrides...]
-# The trainer resumes from <dir>/model.pt if a previous run was interrupted.
 # train [--warmup] NAME CONFIG TRAIN_JSONL VALID_JSONL EPOCHS [++overrides]: trains exp/NAME up to EPOCHS, resuming
 # from its model.pt. --warmup: a first phase in the same directory (marker .warmup_done, log train_NAME_warmup.log)
 # that the plain call then continues.
