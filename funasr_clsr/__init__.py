@@ -1,8 +1,8 @@
 """funasr_clsr: CLSR, the contrastive language-speech retriever, as a FunASR plugin.
 
 ``import funasr_clsr`` registers the model (``CLSR``), its tokenizer
-(``WordPieceTokenizer``), frontend (``WavFrontendVectorized``), dataset (``AudioQADataset``)
-and index (``IndexDSJsonlQA``) classes with ``funasr.register.tables``.
+(``WordPieceTokenizer``), frontends (``WavFrontendVectorized``, ``WhisperLogMelFrontend``), encoder
+(``WhisperAudioEncoder``), dataset (``AudioQADataset``) and index (``IndexDSJsonlQA``) classes with ``funasr.register.tables``.
 """
 from funasr_clsr.version import MODEL_FORMAT_VERSION, __version__  # noqa: F401
 import contextlib as _contextlib  # noqa: E402

@@ -3,7 +3,7 @@
     DIR/config.yaml          the model's configuration (no absolute paths, no training keys)
     DIR/model.pt             {"state_dict": ...}: speech branch, adaptor and text encoder weights
     DIR/tokens.txt           the ASR output vocabulary (text-encoder WordPiece rows)
-    DIR/am.mvn               global CMVN of the LFR fbank features
+    DIR/am.mvn               global CMVN of the LFR fbank features (not for Whisper's log-mel frontend)
     DIR/text_encoder/        the text encoder's config, vocab.txt and pooling (weights live in model.pt)
     DIR/configuration.json   ModelScope/FunASR manifest (file_path_metas)
 
@@ -50,11 +50,12 @@ def model_config(config: dict) -> dict:
     return cfg
 
 
-def configuration_json(hub_id: str = "") -> dict:
+def configuration_json(hub_id: str = "", cmvn: bool = True) -> dict:
     metas = {"init_param": "model.pt", "config": "config.yaml",
              "tokenizer_conf": {"token_list": "tokens.txt"},
-             "frontend_conf": {"cmvn_file": "am.mvn"},
              "model_conf": {"text_encoder_conf": {"path": TEXT_ENCODER_DIR}}}
+    if cmvn:
+        metas["frontend_conf"] = {"cmvn_file": "am.mvn"}
     return {"framework": "pytorch", "task": "auto-speech-recognition",
             "model": {"type": "funasr"}, "pipeline": {"type": "funasr-pipeline"},
             "model_name_in_hub": {"ms": hub_id, "hf": ""}, "file_path_metas": metas}
@@ -67,23 +68,32 @@ def export_model_dir(config: dict, model: torch.nn.Module, out_dir: str | Path, 
     Written into a temporary sibling and renamed, so an interrupted export never
     leaves a half-written directory behind under the final name.
     """
+    from funasr_clsr.hub import needs_cmvn
+
     out = Path(out_dir)
     cmvn_file = cmvn_file or (config.get("frontend_conf") or {}).get("cmvn_file")
-    if not cmvn_file or not Path(cmvn_file).is_file():
+    with_cmvn = needs_cmvn(config)
+    if with_cmvn and (not cmvn_file or not Path(cmvn_file).is_file()):
         raise FileNotFoundError(f"export needs the model's am.mvn (frontend_conf.cmvn_file), got {cmvn_file!r}")
     tmp = out.with_name(out.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     cfg = model_config(config)
+    encoder = getattr(model, "encoder", None)
+    if hasattr(encoder, "config_dict"):  # Whisper: the architecture goes with the model, the weights are in model.pt
+        conf = dict(cfg.get("encoder_conf") or {})
+        conf.update(whisper_config=dict(encoder.config_dict), whisper_path=None, cache_dir=None)
+        cfg["encoder_conf"] = conf
     (tmp / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     torch.save({"state_dict": state}, tmp / "model.pt")
     (tmp / "tokens.txt").write_text("\n".join(model.asr_tokenizer.token_list) + "\n", encoding="utf-8")
-    shutil.copy2(cmvn_file, tmp / "am.mvn")
+    if with_cmvn:
+        shutil.copy2(cmvn_file, tmp / "am.mvn")
     if getattr(model, "text_encoder", None) is not None:
         model.text_encoder.save_config(tmp / TEXT_ENCODER_DIR)
-    (tmp / "configuration.json").write_text(json.dumps(configuration_json(hub_id), indent=2))
+    (tmp / "configuration.json").write_text(json.dumps(configuration_json(hub_id, cmvn=with_cmvn), indent=2))
     if readme:
         (tmp / "README.md").write_text(readme, encoding="utf-8")
     if out.exists():

@@ -142,3 +142,56 @@ class WavFrontendVectorized(WavFrontend):
         lengths = torch.as_tensor([f.size(0) for f in feats])
         padded = feats[0][None] if len(feats) == 1 else pad_sequence(feats, batch_first=True, padding_value=0.0)
         return padded, lengths
+
+
+@functools.lru_cache(maxsize=4)
+def _whisper_mel_filters(fs: int, n_fft: int, n_mels: int) -> torch.Tensor:
+    """Whisper's mel filters (librosa's Slaney mel scale and norm, as whisper/assets/mel_filters.npz)."""
+    import librosa
+
+    return torch.from_numpy(librosa.filters.mel(sr=fs, n_fft=n_fft, n_mels=n_mels)).float()
+
+
+def whisper_log_mel(waveform: torch.Tensor, n_mels: int = 80, n_fft: int = 400, hop_length: int = 160,
+                    fs: int = 16000) -> torch.Tensor:
+    """Whisper's log-mel spectrogram of one waveform: (frames, n_mels), frames = len // hop_length.
+
+    Same steps as ``whisper.audio.log_mel_spectrogram``: centred STFT with a Hann window, the last
+    frame dropped, power, mel, log10 floored at 1e-10, dynamic range cut to 8 (over this utterance,
+    which is what Whisper's max over a zero-padded 30 s window amounts to), then ``(x + 4) / 4``.
+    """
+    wav = waveform.reshape(-1).float()
+    if wav.numel() < hop_length:
+        return torch.zeros((0, n_mels), dtype=torch.float32)
+    stft = torch.stft(wav, n_fft, hop_length, window=torch.hann_window(n_fft), return_complex=True)
+    power = stft[..., :-1].abs().square()
+    mel = _whisper_mel_filters(fs, n_fft, n_mels) @ power
+    log_spec = mel.clamp(min=1e-10).log10()
+    log_spec = torch.maximum(log_spec, log_spec.max() - 8.0)
+    return ((log_spec + 4.0) / 4.0).t().contiguous()
+
+
+@tables.register("frontend_classes", "WhisperLogMelFrontend")
+class WhisperLogMelFrontend(torch.nn.Module):
+    """Whisper's 80-bin log-mel (100 frames/s) for a batch of different lengths.
+
+    FunASR's ``WhisperFrontend`` takes every item's length from the first one; this computes each
+    item on its own samples and pads the batch. No CMVN: Whisper normalises inside the features.
+    """
+
+    def __init__(self, fs: int = 16000, n_mels: int = 80, n_fft: int = 400, hop_length: int = 160, **unused):
+        super().__init__()
+        if fs != 16000:
+            raise ValueError(f"WhisperLogMelFrontend: Whisper's features are defined at 16 kHz, not fs={fs}")
+        self.fs, self.n_mels, self.n_fft, self.hop_length = fs, n_mels, n_fft, hop_length
+        self.cmvn = None
+
+    def output_size(self) -> int:
+        return self.n_mels
+
+    def forward(self, input: torch.Tensor, input_lengths, **kwargs):
+        feats = [whisper_log_mel(input[i][: int(input_lengths[i])], self.n_mels, self.n_fft, self.hop_length, self.fs)
+                 for i in range(input.size(0))]
+        lengths = torch.as_tensor([f.size(0) for f in feats])
+        padded = feats[0][None] if len(feats) == 1 else pad_sequence(feats, batch_first=True, padding_value=0.0)
+        return padded, lengths

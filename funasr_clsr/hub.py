@@ -60,6 +60,8 @@ ENV_TOKEN = "MODELSCOPE_API_TOKEN"
 #: What a publishable model directory holds (a trailing slash marks a folder).
 REQUIRED_FILES = ("configuration.json", "config.yaml", "model.pt", "tokens.txt", "am.mvn",
                   "text_encoder/", "README.md")
+#: Frontends that normalise their own features: their model directories have no am.mvn.
+CMVN_FREE_FRONTENDS = ("WhisperLogMelFrontend",)
 VISIBILITIES = ("public", "private", "internal")
 DEFAULT_LICENSE = "Apache License 2.0"
 # Never uploaded: partial writes, caches, VCS folders.
@@ -235,6 +237,11 @@ def _split_repo_id(repo_id: str) -> tuple[str, str]:
     return owner, name
 
 
+def needs_cmvn(config: dict) -> bool:
+    """Whether a model config's frontend reads a global CMVN file (am.mvn)."""
+    return str(config.get("frontend")) not in CMVN_FREE_FRONTENDS
+
+
 def validate_model_dir(model_dir: str | os.PathLike, require_readme: bool = True) -> Path:
     """Check that ``model_dir`` is a complete, loadable CLSR model directory; returns its path.
 
@@ -244,8 +251,14 @@ def validate_model_dir(model_dir: str | os.PathLike, require_readme: bool = True
     if not d.is_dir():
         raise ModelDirError(f"{d}: not a directory")
     problems = []
+    cmvn_free = False
+    if (d / "config.yaml").is_file():
+        try:
+            cmvn_free = not needs_cmvn(_read_config(d))
+        except ModelDirError:
+            pass  # reported below
     for name in REQUIRED_FILES:
-        if name == "README.md" and not require_readme:
+        if (name == "README.md" and not require_readme) or (name == "am.mvn" and cmvn_free):
             continue
         p = d / name.rstrip("/")
         ok = p.is_dir() if name.endswith("/") else p.is_file() and p.stat().st_size > 0

@@ -228,7 +228,12 @@ def export_experiment(exp_dir: str, out_dir: str, checkpoint: str = "auto", cmvn
                                                         "tokenizer_conf.token_list", "--tokens")
     cmvn_value = cmvn or cfg["frontend_conf"].get("cmvn_file") or (str(exp / "am.mvn") if (exp / "am.mvn").is_file()
                                                                     else None)
-    cfg["frontend_conf"]["cmvn_file"] = _resolve_path(cmvn_value, exp, "frontend_conf.cmvn_file (am.mvn)", "--cmvn")
+    from funasr_clsr.hub import needs_cmvn
+
+    if needs_cmvn(cfg):
+        cfg["frontend_conf"]["cmvn_file"] = _resolve_path(cmvn_value, exp, "frontend_conf.cmvn_file (am.mvn)", "--cmvn")
+    else:
+        cfg["frontend_conf"].pop("cmvn_file", None)
     te_conf = (cfg.get("model_conf") or {}).get("text_encoder_conf") or {}
     if te_conf:
         te_conf["path"] = _resolve_path(text_encoder or te_conf.get("path"), exp,
@@ -275,7 +280,7 @@ def export_experiment(exp_dir: str, out_dir: str, checkpoint: str = "auto", cmvn
     model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
     model.eval()
     readme_text = Path(readme).read_text(encoding="utf-8") if readme else None
-    out = export_model_dir(cfg, model, out_dir, cmvn_file=cfg["frontend_conf"]["cmvn_file"], readme=readme_text,
+    out = export_model_dir(cfg, model, out_dir, cmvn_file=cfg["frontend_conf"].get("cmvn_file"), readme=readme_text,
                            hub_id=hub_id)
     if verify:
         import torch

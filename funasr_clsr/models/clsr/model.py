@@ -67,6 +67,13 @@ class CLSR(Paraformer):
         **kwargs,
     ):
         check_model_format(clsr_format_version, model_path, ModelFormatError)
+        for table, key in (("encoder_classes", "encoder"), ("decoder_classes", "decoder"),
+                           ("predictor_classes", "predictor")):
+            name = kwargs.get(key)
+            if name is not None and getattr(tables, table).get(name) is None:
+                raise ValueError(f"{key} {name!r} is not registered in funasr's {table}: the model "
+                                 f"{'in ' + str(model_path) + ' ' if model_path else ''}needs a funasr_clsr "
+                                 "version that knows it")
         tokens = self._tokens(tokenizer, token_list)
         ids = {t: i for i, t in enumerate(tokens)}
         kwargs["vocab_size"] = len(tokens)
