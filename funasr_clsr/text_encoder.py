@@ -2,9 +2,9 @@
 
 The folder is a Hugging Face / sentence-transformers model directory: ``config.json``,
 ``vocab.txt``, optionally weights (``model.safetensors`` / ``pytorch_model.bin``) and
-``1_Pooling/config.json``. Without weights the encoder is built from its config
-(random init): that is how exported CLSR models carry it, its weights living in
-``model.pt`` next to the rest of the model.
+``1_Pooling/config.json``. A folder without weights is refused unless the caller asks for a
+random init (``load_weights=False``): that is how exported CLSR models carry it, its weights
+living in ``model.pt`` next to the rest of the model, which the model loader fills in.
 """
 from __future__ import annotations
 
@@ -61,7 +61,11 @@ def resolve_text_encoder_dir(path: str, base_dir: str | None = None) -> Path:
 
 
 def read_pooling(folder: Path) -> str:
-    """'cls' or 'mean' from sentence-transformers' 1_Pooling/config.json (BGE: cls)."""
+    """'cls' or 'mean' from sentence-transformers' 1_Pooling/config.json (BGE: cls).
+
+    Without that file the pooling is unknown (BGE uses CLS, MiniLM mean; guessing wrong gives a
+    working-looking but poor encoder), so the caller must say: ``text_encoder_conf.pooling``.
+    """
     cfg = folder / "1_Pooling" / "config.json"
     if cfg.is_file():
         pooling = json.loads(cfg.read_text())
@@ -70,7 +74,17 @@ def read_pooling(folder: Path) -> str:
         if pooling.get("pooling_mode_mean_tokens"):
             return "mean"
         raise ValueError(f"{cfg}: unsupported pooling {pooling}; CLSR supports CLS and mean pooling")
-    return "cls"
+    raise ValueError(f"text encoder {folder} has no 1_Pooling/config.json, so its pooling is unknown: "
+                     "set text_encoder_conf.pooling to cls (BGE) or mean (all-MiniLM)")
+
+
+def read_max_seq_length(folder: Path) -> int | None:
+    """sentence-transformers' ``max_seq_length`` (sentence_bert_config.json): the length it was trained at."""
+    cfg = folder / "sentence_bert_config.json"
+    if cfg.is_file():
+        value = json.loads(cfg.read_text()).get("max_seq_length")
+        return int(value) if value else None
+    return None
 
 
 def read_lowercase(folder: Path) -> bool:
@@ -92,12 +106,6 @@ class TextEncoder(nn.Module):
         folder = resolve_text_encoder_dir(str(path), base_dir)
         self.folder = folder
         config = AutoConfig.from_pretrained(folder)
-        has_weights = any((folder / f).is_file() for f in WEIGHT_FILES)
-        if load_weights and has_weights:
-            self.model = AutoModel.from_pretrained(folder, config=config, add_pooling_layer=False)
-        else:
-            self.model = AutoModel.from_config(config, add_pooling_layer=False)
-        self.loaded_pretrained = bool(load_weights and has_weights)
         vocab = folder / "vocab.txt"
         if not vocab.is_file():
             raise FileNotFoundError(f"text encoder {folder} has no vocab.txt (CLSR needs a WordPiece vocabulary)")
@@ -105,10 +113,21 @@ class TextEncoder(nn.Module):
         if len(self.tokenizer.token_list) != config.vocab_size:
             raise ValueError(f"text encoder {folder}: vocab.txt has {len(self.tokenizer.token_list)} tokens "
                              f"but config.json says vocab_size={config.vocab_size}")
+        has_weights = any((folder / f).is_file() for f in WEIGHT_FILES)
+        if load_weights and not has_weights:
+            raise FileNotFoundError(
+                f"text encoder {folder} has no weights ({' or '.join(WEIGHT_FILES)}); an exported CLSR model's "
+                "text_encoder/ keeps only its configuration (the weights are in model.pt): pass the original "
+                "text encoder folder, or load the model directory itself")
+        if load_weights:
+            self.model = AutoModel.from_pretrained(folder, config=config, add_pooling_layer=False)
+        else:  # the caller fills the weights (a model directory's model.pt)
+            self.model = AutoModel.from_config(config, add_pooling_layer=False)
+        self.loaded_pretrained = bool(load_weights and has_weights)
         self.pooling = read_pooling(folder) if pooling == "auto" else pooling
         if self.pooling not in ("cls", "mean"):
             raise ValueError(f"pooling must be auto, cls or mean, not {pooling!r}")
-        self.max_length = int(max_length or config.max_position_embeddings)
+        self.max_length = int(max_length or read_max_seq_length(folder) or config.max_position_embeddings)
         self.query_instruction = query_instruction or ""
 
     @property

@@ -15,7 +15,27 @@ def test_pooling_comes_from_sentence_transformers_config(tmp_path):
     (d / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_cls_token": True}))
     assert read_pooling(d) == "cls"
     shutil.rmtree(d / "1_Pooling")
-    assert read_pooling(d) == "cls"  # BGE's default when no pooling config is shipped
+    with pytest.raises(ValueError, match="pooling is unknown"):  # no silent CLS guess
+        read_pooling(d)
+    assert TextEncoder(str(d), pooling="mean").pooling == "mean"  # the caller may say
+
+
+def test_max_length_comes_from_sentence_bert_config(tmp_path):
+    d = tmp_path / "te"
+    shutil.copytree(TINY_TE, d)
+    assert TextEncoder(str(d)).max_length == 128  # config.json's max_position_embeddings
+    (d / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 64}))
+    assert TextEncoder(str(d)).max_length == 64
+    assert TextEncoder(str(d), max_length=32).max_length == 32
+
+
+def test_folder_without_weights_is_refused_unless_random_init_is_asked_for(tmp_path):
+    d = tmp_path / "te"
+    shutil.copytree(TINY_TE, d)
+    (d / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="has no weights"):
+        TextEncoder(str(d))
+    assert not TextEncoder(str(d), load_weights=False).loaded_pretrained
 
 
 def test_ids_and_inputs_embeds_paths_agree():

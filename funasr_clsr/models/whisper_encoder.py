@@ -94,7 +94,8 @@ class EncoderCache:
     def put(self, key: str, hidden: torch.Tensor) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        hidden = hidden.detach().to(torch.float32).cpu().contiguous()
+        # clone: a row sliced from a batch shares its storage, and torch.save writes a storage whole
+        hidden = hidden.detach().to(torch.float32).cpu().clone()
         buf = io.BytesIO()
         torch.save({"format": CACHE_FORMAT, "key": key, "digest": self._digest(hidden), "hidden": hidden}, buf)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")

@@ -82,6 +82,8 @@ def test_cache_hits_give_identical_outputs_and_corrupt_entries_are_rebuilt(tmp_p
     assert enc.cache.hits == 2 and torch.equal(first, again)
     entries = sorted(tmp_path.rglob("*.pt"))
     assert len(entries) == 2
+    # each entry holds its own rows, not the batch's whole storage
+    assert max(e.stat().st_size for e in entries) < 40 * 32 * 4 + 4096
     raw = bytearray(entries[0].read_bytes())
     raw[len(raw) // 2] ^= 0xFF  # a flipped byte inside the payload
     entries[0].write_bytes(bytes(raw))

@@ -8,20 +8,25 @@ import torch.nn.functional as F
 def symmetric_info_nce(questions: torch.Tensor, contexts: torch.Tensor, temperature: float,
                        extra_questions: torch.Tensor | None = None, question_mask: torch.Tensor | None = None,
                        extra_contexts: torch.Tensor | None = None, context_mask: torch.Tensor | None = None,
-                       ) -> torch.Tensor:
+                       pair_keys: torch.Tensor | None = None) -> torch.Tensor:
     """Mean of question->context and context->question InfoNCE over in-batch negatives.
 
     Both inputs are (B, D) unit vectors; row i of each is a positive pair.
     ``extra_questions`` (M, D) are further negatives for each context, ``extra_contexts``
     (K, D) for each question (banks of earlier batches, see ``NegativeBank``); the (B, M) /
     (B, K) masks are True where an entry must not count as a negative (a copy of a pair in
-    this batch, banked earlier).
+    this batch, banked earlier). ``pair_keys`` (B,) identify each pair's context: rows of the
+    batch that share a key are copies of one context, so they are not each other's negatives.
     """
     if questions.shape != contexts.shape:
         raise ValueError(f"question/context embedding shapes differ: {tuple(questions.shape)} vs "
                          f"{tuple(contexts.shape)}")
     logits = questions @ contexts.t() / temperature
     labels = torch.arange(logits.size(0), device=logits.device)
+    if pair_keys is not None:
+        keys = pair_keys.to(logits.device)
+        same = keys[:, None].eq(keys[None, :]) & ~torch.eye(len(keys), dtype=torch.bool, device=logits.device)
+        logits = logits.masked_fill(same, float("-inf"))
 
     def with_bank(batch_logits, anchors, bank, mask):
         if bank is None or not bank.numel():

@@ -37,6 +37,23 @@ from funasr_clsr.tokenizer import WordPieceTokenizer, read_token_list
 from funasr_clsr.version import check_model_format
 
 
+def in_eval_mode(method):
+    """Run an inference method with the module in eval mode (no SpecAug, no dropout), then restore it."""
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        was_training = self.training
+        if was_training:
+            self.eval()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            if was_training:
+                self.train(True)
+    return wrapper
+
+
 class ModelFormatError(ValueError):
     """A model directory written by an incompatible funasr_clsr version."""
 
@@ -79,6 +96,10 @@ class CLSR(Paraformer):
         kwargs["vocab_size"] = len(tokens)
         # BERT specials play Paraformer's roles: [PAD] is CTC blank, [CLS]/[SEP] are sos/eos.
         kwargs["blank_id"], kwargs["sos"], kwargs["eos"] = ids["[PAD]"], ids["[CLS]"], ids["[SEP]"]
+        if kwargs["blank_id"] != 0 and float(kwargs.get("ctc_weight", 0.5)) > 0:  # 0.5: Paraformer's default
+            # FunASR's CTC is torch's CTCLoss with its default blank, index 0
+            raise ValueError(f"the token list puts [PAD] (the CTC blank) at id {ids['[PAD]']}, but FunASR's CTC "
+                             "loss takes id 0 as blank: put [PAD] first (make_tokens does) or set ctc_weight 0")
         kwargs.setdefault("ignore_id", -1)
         # The sampler's target embeddings are the output layer's rows (paper, Sec. Sampler).
         kwargs.setdefault("share_embedding", True)
@@ -115,6 +136,11 @@ class CLSR(Paraformer):
         self.text_encoder = None
         if text_encoder_conf:
             self.text_encoder = TextEncoder(base_dir=model_path, **dict(text_encoder_conf))
+            if self.asr_tokenizer.do_lower_case != self.text_encoder.tokenizer.do_lower_case:
+                raise ValueError(
+                    f"tokenizer_conf.do_lower_case is {self.asr_tokenizer.do_lower_case} but the text encoder "
+                    f"({self.text_encoder.folder}) is {'un' if self.text_encoder.tokenizer.do_lower_case else ''}cased:"
+                    " set tokenizer_conf.do_lower_case to match it")
             self.register_buffer("text_ids", self._map_to_text_encoder(tokens, model_path), persistent=False)
             self.vq = VQAdaptor(vq_gamma)
             if not use_vq:  # ablation "w/o VQ": decoder hidden states -> linear map -> text encoder
@@ -189,9 +215,10 @@ class CLSR(Paraformer):
         """
         te = self.text_encoder
         limit = te.max_length - 2
-        if int(lengths.max()) > limit:
-            logging.warning("speech gives %d tokens, truncated to the text encoder's limit of %d",
-                            int(lengths.max()), limit)
+        if int(lengths.max()) > limit and not self.__dict__.get("_warned_truncation"):
+            self.__dict__["_warned_truncation"] = True  # once per model, not once per batch
+            logging.warning("speech gives %d tokens, truncated to the text encoder's limit of %d "
+                            "(logged once)", int(lengths.max()), limit)
         lengths = lengths.clamp(max=limit)
         width = int(lengths.max()) if lengths.numel() else 0
         logits = logits[:, :width]
@@ -340,14 +367,19 @@ class CLSR(Paraformer):
         return force_gatherable((loss, stats, weight), loss.device)
 
     def _info_nce(self, q_vec, c_vec, questions, text, text_lengths, banks: bool):
-        """Symmetric InfoNCE, with the banked negatives when training on text questions."""
-        if not banks or (self.question_bank is None and self.context_bank is None):
-            return symmetric_info_nce(q_vec, c_vec, self.nce_temperature)
-        # a context is identified by its reference tokens, a question by its text
+        """Symmetric InfoNCE, with the banked negatives when training on text questions.
+
+        A context is identified by its reference tokens (a question by its text): copies of one
+        context in a batch are not each other's negatives, nor banked copies of it.
+        """
         context_ids = [tuple(row[:n].tolist()) for row, n in zip(text, text_lengths)]
+        pair_keys = NegativeBank._keys(context_ids)
+        if not banks or (self.question_bank is None and self.context_bank is None):
+            return symmetric_info_nce(q_vec, c_vec, self.nce_temperature, pair_keys=pair_keys)
         bank_q, mask_q = self.question_bank.negatives(questions) if self.question_bank is not None else (None, None)
         bank_c, mask_c = self.context_bank.negatives(context_ids) if self.context_bank is not None else (None, None)
-        loss = symmetric_info_nce(q_vec, c_vec, self.nce_temperature, bank_q, mask_q, bank_c, mask_c)
+        loss = symmetric_info_nce(q_vec, c_vec, self.nce_temperature, bank_q, mask_q, bank_c, mask_c,
+                                  pair_keys=pair_keys)
         if self.question_bank is not None:
             self.question_bank.add(q_vec, questions)
         if self.context_bank is not None:
@@ -387,6 +419,7 @@ class CLSR(Paraformer):
             yield self._decode(feats, lengths)
 
     @torch.no_grad()
+    @in_eval_mode
     def encode_speech(self, inputs, batch_size: int = 8, sample_rate: int | None = None,
                       return_text: bool = False):
         """(B, D) unit vectors for wav paths or 16 kHz float arrays (any rate with ``sample_rate``)."""
@@ -400,6 +433,7 @@ class CLSR(Paraformer):
         return (out, texts) if return_text else out
 
     @torch.no_grad()
+    @in_eval_mode
     def encode_text(self, texts: Sequence[str], is_query: bool = True, batch_size: int = 64) -> torch.Tensor:
         """(B, D) unit vectors for text (questions, or clean transcripts with is_query=False)."""
         self._require_text_encoder()
@@ -408,12 +442,14 @@ class CLSR(Paraformer):
         return self.text_encoder.encode(list(texts), is_query=is_query, batch_size=batch_size)
 
     @torch.no_grad()
+    @in_eval_mode
     def transcribe(self, inputs, batch_size: int = 8, sample_rate: int | None = None) -> list[str]:
         return [self.asr_tokenizer.decode(ids)
                 for logits, _, n_text in self._decoded_batches(inputs, batch_size, sample_rate)
                 for ids in self._ids(logits, n_text)]
 
     @torch.no_grad()
+    @in_eval_mode
     def inference(self, data_in, data_lengths=None, key: list | None = None, tokenizer=None,
                   frontend=None, **kwargs):
         """FunASR entry point: ``AutoModel.generate(input=wav)`` -> transcript + embedding per input."""

@@ -93,3 +93,24 @@ def test_mwer_is_zero_when_every_path_is_the_same():
     logits = torch.full((1, 2, 3), -50.0)
     logits[0, 0, 1] = logits[0, 1, 2] = 50.0
     assert abs(mwer_negative_sampling(logits, targets, num_paths=4).item()) < 1e-6
+
+
+def test_copies_of_one_context_in_a_batch_are_not_negatives():
+    import torch.nn.functional as F
+
+    from funasr_clsr.models.clsr.losses import symmetric_info_nce
+
+    torch.manual_seed(0)
+    q = F.normalize(torch.randn(3, 8), dim=-1)
+    c = F.normalize(torch.randn(3, 8), dim=-1)
+    c[2] = c[0]  # the same context twice (two questions about it)
+    keys = torch.tensor([7, 8, 7])
+    masked = symmetric_info_nce(q, c, 0.1, pair_keys=keys)
+    plain = symmetric_info_nce(q, c, 0.1)
+    # by hand: row 0 and 2 leave each other out of their softmax
+    logits = q @ c.t() / 0.1
+    logits[0, 2] = logits[2, 0] = float("-inf")
+    labels = torch.arange(3)
+    expect = 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
+    torch.testing.assert_close(masked, expect)
+    assert not torch.allclose(masked, plain)

@@ -308,3 +308,50 @@ def test_export_without_cmvn_is_a_clear_error(tiny, tmp_path):
     with pytest.raises(FileNotFoundError, match="am.mvn"):
         export_model_dir(tiny_config(), tiny.model, tmp_path / "m")
     assert not (tmp_path / "m").exists()
+
+
+def test_inference_runs_in_eval_mode_and_restores_the_mode(tiny, pair_dir):
+    m = tiny.model
+    wav = [str(pair_dir / "ctx0.wav")]
+    m.eval()
+    ref = m.encode_speech(wav)
+    m.train()
+    seen = []
+    hook = m.decoder.register_forward_pre_hook(lambda mod, args: seen.append(mod.training))
+    try:
+        again = m.encode_speech(wav)
+        text = m.transcribe(wav)
+    finally:
+        hook.remove()
+    assert m.training and seen and not any(seen)  # decoder ran in eval mode, module back in train mode
+    assert torch.allclose(again, ref, atol=1e-6) and isinstance(text[0], str)
+    m.eval()
+
+
+def test_pad_not_first_is_refused_when_ctc_is_on(tmp_path, cmvn):
+    vocab = (TINY_TE / "vocab.txt").read_text().split("\n")
+    vocab = [t for t in vocab if t]
+    moved = vocab[1:2] + vocab[:1] + vocab[2:]  # [PAD] at id 1
+    (tmp_path / "tokens.txt").write_text("\n".join(moved) + "\n")
+    with pytest.raises(ValueError, match=r"\[PAD\] \(the CTC blank\) at id 1"):
+        _build_with_tokens(tmp_path / "tokens.txt", cmvn, ctc_weight=0.3)
+
+
+def _build_with_tokens(tokens, cmvn, **model_conf):
+    import funasr_clsr  # noqa: F401
+    from funasr import AutoModel
+
+    cfg = tiny_config(cmvn, **model_conf)
+    cfg["tokenizer_conf"]["token_list"] = str(tokens)
+    return AutoModel(**cfg, device="cpu", disable_update=True, log_level="ERROR")
+
+
+def test_truncation_warning_is_logged_once(tiny, caplog):
+    m = tiny.model.eval()
+    logits = torch.zeros(2, 400, len(m.asr_tokenizer.token_list))
+    lengths = torch.tensor([400, 10])
+    m.__dict__.pop("_warned_truncation", None)
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            m.text_like_embeddings(logits, None, lengths)
+    assert caplog.text.count("truncated to the text encoder's limit") == 1
