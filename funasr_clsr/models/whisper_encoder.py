@@ -12,6 +12,8 @@ architecture stored in ``config.yaml`` (weights then come from ``model.pt``).
   ``max_windows`` bounds a single input (default 240 = 2 hours).
 * ``input_layout``: ``"unpadded"`` (default) encodes each window on its own frames;
   ``"padded"`` pads every window to 30 s as Whisper was trained (5x the work for a 6 s clip).
+* ``output_stride`` averages runs of output frames (2: 25 frames/s), which halves the work of
+  everything after the encoder; the cache holds the unstrided frames.
 * Frozen by default (``trainable_top_blocks`` trains the top N blocks and the final norm).
   The frozen part's outputs are cached per utterance when ``cache_dir`` (or the environment
   variable ``FUNASR_CLSR_ENCODER_CACHE``) is set: :class:`EncoderCache`.
@@ -150,7 +152,7 @@ class WhisperAudioEncoder(nn.Module):
     def __init__(self, input_size: int = 80, whisper_path: str | None = None, whisper_config: dict | None = None,
                  freeze: bool = True, trainable_top_blocks: int = 0, input_layout: str = "unpadded",
                  window_frames: int | None = None, max_windows: int = 240, cache_dir: str | None = None,
-                 load_weights: bool = True, **unused):
+                 load_weights: bool = True, output_stride: int = 1, **unused):
         super().__init__()
         from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
@@ -175,6 +177,9 @@ class WhisperAudioEncoder(nn.Module):
         if not 2 <= self.window_frames <= full_window:
             raise ValueError(f"window_frames must be in [2, {full_window}], got {window_frames}")
         self.max_windows = max_windows
+        if output_stride < 1:
+            raise ValueError(f"output_stride must be >= 1, got {output_stride}")
+        self.output_stride = int(output_stride)
         self.input_layout = input_layout
         self.freeze = freeze
         self.trainable_top_blocks = trainable_top_blocks if freeze else n_layers
@@ -317,6 +322,19 @@ class WhisperAudioEncoder(nn.Module):
                     cache.put(keys[i], out[i])
         return [o.to(pieces[0].device) for o in out]
 
+    def _stride(self, h: torch.Tensor) -> torch.Tensor:
+        """Mean over each run of ``output_stride`` frames (the last run may be shorter): fewer frames for
+        the CIF predictor, CTC head and decoder, whose cost grows with them (50/s -> 25/s at 2)."""
+        k = self.output_stride
+        if k == 1 or h.size(0) == 0:
+            return h
+        n = -(-h.size(0) // k)
+        pad = n * k - h.size(0)
+        summed = F.pad(h, (0, 0, 0, pad)).reshape(n, k, -1).sum(1)
+        counts = torch.full((n, 1), float(k), dtype=h.dtype, device=h.device)
+        counts[-1] = k - pad
+        return summed / counts
+
     # ------------------------------------------------------------------ forward
     def forward(self, xs_pad: torch.Tensor, ilens: torch.Tensor, prev_states=None):
         """(B, T, n_mels) log-mel, (B,) frames -> (B, T', d_model), (B,) outputs, None."""
@@ -330,6 +348,6 @@ class WhisperAudioEncoder(nn.Module):
         per_item: list[list[torch.Tensor]] = [[] for _ in range(xs_pad.size(0))]
         for h, b in zip(hidden, owner):
             per_item[b].append(h)
-        joined = [torch.cat(parts, dim=0) for parts in per_item]
+        joined = [self._stride(torch.cat(parts, dim=0)) for parts in per_item]
         olens = torch.tensor([j.size(0) for j in joined], device=xs_pad.device)
         return nn.utils.rnn.pad_sequence(joined, batch_first=True), olens, None

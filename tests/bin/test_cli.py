@@ -249,3 +249,12 @@ def test_console_script_json_is_clean_stdout(tiny, audio, tmp_path):
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(json.loads(proc.stdout)[0]["hits"]) == 2
+
+
+def test_help_prints_no_ffmpeg_notice():
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "funasr_clsr.bin.cli", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("usage: funasr-clsr")
+    assert "ffmpeg is not installed" not in r.stdout + r.stderr

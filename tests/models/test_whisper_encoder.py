@@ -141,3 +141,13 @@ def test_wrong_feature_size_and_missing_folder_are_one_line_errors(tmp_path):
         WhisperAudioEncoder(input_size=560, whisper_config=TINY)
     with pytest.raises(FileNotFoundError, match="no config.json"):
         WhisperAudioEncoder(whisper_path=str(tmp_path))
+
+
+def test_output_stride_averages_runs_of_frames():
+    x, n = feats([90, 37])
+    with torch.no_grad():
+        full, flens, _ = tiny()(x, n)
+        half, hlens, _ = tiny(output_stride=2)(x, n)
+    assert hlens.tolist() == [(int(v) + 1) // 2 for v in flens]  # 45 -> 23, 19 -> 10
+    torch.testing.assert_close(half[0, 0], full[0, :2].mean(0))
+    torch.testing.assert_close(half[1, int(hlens[1]) - 1], full[1, int(flens[1]) - 1])  # a last run of one

@@ -188,7 +188,9 @@ class CLSR(Paraformer):
 
     def on_pretrained_model_loaded(self, loaded_keys: frozenset) -> None:
         """Report what an init checkpoint (e.g. a Paraformer with another vocabulary) did not cover."""
-        own = [k for k in self.state_dict() if not k.startswith("text_encoder.")]
+        # the text encoder and a frozen Whisper encoder come from their own folders, not from this checkpoint
+        skip = ("text_encoder.",) + (("encoder.whisper.",) if getattr(self.encoder, "freeze", False) else ())
+        own = [k for k in self.state_dict() if not k.startswith(skip)]
         fresh = [k for k in own if k not in loaded_keys]
         if fresh:
             logging.warning("speech branch: %d of %d tensors loaded from the checkpoint; re-initialised "
