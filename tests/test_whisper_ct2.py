@@ -139,3 +139,19 @@ def test_cli_prints_one_line_for_a_bad_directory(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip().splitlines()[-1].startswith("convert_whisper:") and "no model.bin" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_generation_config_survives_from_pretrained(tiny_ct2, tmp_path):
+    from transformers import WhisperForConditionalGeneration
+
+    import json as _json
+
+    cfg = _json.loads((tiny_ct2 / "config.json").read_text())
+    cfg["lang_ids"] = [50259]
+    (tmp_path / "ct2").mkdir()
+    for f in tiny_ct2.iterdir():
+        (tmp_path / "ct2" / f.name).write_bytes(f.read_bytes())
+    (tmp_path / "ct2" / "config.json").write_text(_json.dumps(cfg))
+    model = WhisperForConditionalGeneration.from_pretrained(convert(tmp_path / "ct2", tmp_path / "hf"))
+    assert model.generation_config.lang_to_id == {"<|en|>": 50259}
+    assert model.generation_config.no_timestamps_token_id == 50363
