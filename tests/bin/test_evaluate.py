@@ -76,3 +76,25 @@ def test_bad_input_is_one_clear_error(model_dir, pair_dir, tmp_path):
         evaluate.main(["--mode", "bm25", "--transcripts", str(partial), "--jsonl", str(pair_dir / "text_q.jsonl"),
                        "--results", str(results), "--system", "x"])
     assert not results.exists()  # nothing half-written
+
+
+def test_seen_and_unseen_voice_rows_rank_over_the_whole_pool():
+    import numpy as np
+
+    from funasr_clsr.bin.evaluate import voice_groups
+    from funasr_clsr.evaluation.report import render_markdown
+
+    pairs = [{"voice": "a", "rate": 150}, {"voice": "b", "rate": 150}, {"voice": "a", "rate": 200},
+             {"voice": "a", "rate": 150}]
+    sim = np.array([[1.0, 0.0, 0.0, 0.0],   # seen, right
+                    [0.0, 0.0, 1.0, 0.0],   # unseen voice, wrong (its context is column 1)
+                    [0.0, 0.0, 0.0, 1.0],   # unseen rate, wrong
+                    [0.0, 0.0, 0.0, 1.0]])  # seen, right
+    refs = ["x y", "x y", "x y", "x y"]
+    hyps = ["x y", "x", "x y", "x y"]
+    g = voice_groups(pairs, sim, refs, hyps, {"a"}, {150})
+    assert g["seen"]["n"] == 2 and g["seen"]["r1"] == 100.0 and g["seen"]["wer"] == 0.0
+    assert g["unseen"]["n"] == 2 and g["unseen"]["r1"] == 0.0 and g["unseen"]["wer"] == 25.0
+    row = {"n": 4, "q2c": {"r1": 50.0, "r5": 100.0, "r10": 100.0, "mrr": 70.0}, "by_voice": g}
+    md = render_markdown({"profile": "t", "command": "c", "systems": {"clsr": row}})
+    assert "## Seen and unseen voices" in md and "| `clsr` | unseen |" in md

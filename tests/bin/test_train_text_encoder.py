@@ -101,8 +101,13 @@ def test_config_only_encoder_is_saved_complete_and_loads(tmp_path):
     pairs = _write(tmp_path / "pairs.jsonl", [{**p, "neg": [PAIRS[(i + 1) % 16]["pos"][0]]} if i % 2 else p
                                               for i, p in enumerate(PAIRS)])
     out = tmp_path / "out"
-    assert not any((TINY_TE / f).exists() for f in tte.WEIGHT_FILES)
-    assert tte.main(["--pairs", str(pairs), "--text-encoder", str(TINY_TE), "--out", str(out), "--epochs", "1",
+    import shutil
+
+    config_only = tmp_path / "config_only_te"
+    shutil.copytree(TINY_TE, config_only)
+    for f in tte.WEIGHT_FILES:
+        (config_only / f).unlink(missing_ok=True)
+    assert tte.main(["--pairs", str(pairs), "--text-encoder", str(config_only), "--out", str(out), "--epochs", "1",
                      "--symmetric", "--query-instruction", "query: "] + TRAIN) == 0
     state = json.loads((out / tte.STATE_FILE).read_text())
     assert state["config"]["group_size"] == 2 and state["config"]["symmetric"]

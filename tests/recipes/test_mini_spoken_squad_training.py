@@ -31,8 +31,10 @@ def _recipe(tmp_path):
 
 
 def _stage3(rec, fake, *extra):
+    # the two-phase stage 3 is the from-scratch SAN-M branch's; the Whisper branch's tests pass their own
+    branch = [] if "--speech-branch" in extra else ["--speech-branch", "sanm"]
     cmd = ["bash", str(rec / "run.sh"), "--python", str(fake), "--text-encoder", "/te", "--stage", "3",
-           "--stop-stage", "3", "--asr-epochs", "5", "--asr-warmup-epochs", "2", *extra]
+           "--stop-stage", "3", "--asr-epochs", "5", "--asr-warmup-epochs", "2", *branch, *extra]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
 
 
@@ -75,3 +77,39 @@ def test_stage3_without_warmup(tmp_path):
     assert _stage3(rec, fake, "--asr-warmup-epochs", "0").returncode == 0
     (only,) = _calls(calls)
     assert "++train_conf.max_epoch=5" in only and "++model_conf.sampling_ratio=0.0" in only
+
+
+def _whisper_data(rec):
+    data = rec / "data" / "quick"
+    data.mkdir(parents=True)
+    (data / "asr_train.jsonl").write_text('{"key": "a"}\n')
+    (data / "qa_train.jsonl").write_text('{"key": "q"}\n')
+    return data
+
+
+def test_stage3_whisper_branch_trains_on_asr_and_qa_utterances_with_the_whisper_weights(tmp_path):
+    rec, fake, calls = _recipe(tmp_path)
+    data = _whisper_data(rec)
+    r = _stage3(rec, fake, "--speech-branch", "whisper", "--asr-warmup-epochs", "0", "--release", "none")
+    assert r.returncode == 0, r.stderr[-2000:]
+    (only,) = _calls(calls)
+    assert "--config-name clsr_whisper_base_mini_en.yaml" in only
+    assert f"++encoder_conf.whisper_path={rec}/downloads/whisper-base" in only.split()
+    assert "cmvn_file" not in only  # Whisper's log-mel has no am.mvn
+    train = data / "asr_train_plus_qa.jsonl"
+    assert f"++train_data_set_list={train}" in only.split() and train.read_text().count("key") == 2
+
+
+def test_stage3_on_top_of_a_release_uses_its_checkpoint_and_qa_train(tmp_path):
+    rec, fake, calls = _recipe(tmp_path)
+    data = _whisper_data(rec)
+    rel = rec / "release" / "r1"
+    rel.mkdir(parents=True)
+    (rel / "MANIFEST.json").write_text("{}")
+    r = _stage3(rec, fake, "--speech-branch", "whisper", "--release", "release/r1", "--release-epochs", "1")
+    assert r.returncode == 0, r.stderr[-2000:]
+    (only,) = _calls(calls)
+    assert f"++init_param={rec}/release/r1/model.pt" in only.split()
+    assert f"++train_data_set_list={data}/qa_train.jsonl" in only.split() and "++train_conf.max_epoch=1" in only
+    bad = _stage3(rec, fake, "--speech-branch", "whisper", "--release", "release/none_here")
+    assert bad.returncode == 1 and "no released checkpoint there" in bad.stderr

@@ -59,6 +59,9 @@ def qa_line(item: dict, res: dict, qres: dict) -> dict:
         "context_id": item["context_id"], "qid": item["qid"], "title": item["title"],
         "answer": item["answer"], "context": item["context"],
         "n_sentences": b - a, "n_sentences_total": len(item["segments"]), "first_sentence": a,
+        # the speaker and rate, so the evaluation can split seen from unseen voices
+        "voice": item.get("voice"), "rate": item.get("rate"),
+        "question_voice": item.get("question_voice"), "question_rate": item.get("question_rate"),
     }
 
 

@@ -199,6 +199,7 @@ def cmd_prepare(a: argparse.Namespace) -> dict:
     voices = a.voices.split()
     test_voices = (a.test_voices or a.voices).split()
     rates = [int(x) for x in a.rates.split()]
+    test_rates = [int(x) for x in (a.test_rates or a.rates).split()]
     pitches = [int(x) for x in a.pitches.split()]
     if not voices or not rates or not pitches:
         raise DataError("--voices, --rates and --pitches must each list at least one value")
@@ -221,11 +222,12 @@ def cmd_prepare(a: argparse.Namespace) -> dict:
         return wav
 
     # ---- QA splits: one spoken context + one spoken question per context
-    qa_specs = (("qa_train", pool_train, a.qa_train_contexts, a.qa_train_max_sec, voices),
-                ("qa_dev", pool_held, a.qa_dev_contexts, a.qa_train_max_sec, voices),
-                ("qa_test", test, a.qa_test_contexts, None, test_voices))
+    # the test split may add voices and rates training never hears (seen/unseen rows in the evaluation)
+    qa_specs = (("qa_train", pool_train, a.qa_train_contexts, a.qa_train_max_sec, voices, rates),
+                ("qa_dev", pool_held, a.qa_dev_contexts, a.qa_train_max_sec, voices, rates),
+                ("qa_test", test, a.qa_test_contexts, None, test_voices, test_rates))
     skipped = Counter()
-    for split, pool, n, max_sec, vpool in qa_specs:
+    for split, pool, n, max_sec, vpool, rpool in qa_specs:
         items = []
         for c in _subset(pool, n, a.seed, split):
             segs, anchor = normalize_context(c["context"], int(c.get("answer_start", -1)))
@@ -234,8 +236,8 @@ def cmd_prepare(a: argparse.Namespace) -> dict:
                 skipped[split] += 1
                 continue
             key = f"{split}-{c['id']}"
-            cv = pick_voice(a.seed, key, vpool, rates, pitches)
-            qv = pick_voice(a.seed, key + "-q", vpool, rates, pitches, avoid=cv["voice"])
+            cv = pick_voice(a.seed, key, vpool, rpool, pitches)
+            qv = pick_voice(a.seed, key + "-q", vpool, rpool, pitches, avoid=cv["voice"])
             max_sec = max_sec if max_sec and max_sec > 0 else None
             wav = add_job(split, key, segs, cv, max_sec, anchor)
             qwav = add_job(split, key + "-q", [q], qv, None)
@@ -286,7 +288,7 @@ def cmd_prepare(a: argparse.Namespace) -> dict:
         "synthesis_jobs": len(jobs),
         "target_words": sum(words.values()), "target_vocab": len(words),
         "asr_max_words": a.asr_max_words, "asr_max_chars": max_chars,
-        "voices": voices, "test_voices": test_voices, "rates": rates, "pitches": pitches,
+        "voices": voices, "test_voices": test_voices, "rates": rates, "test_rates": test_rates, "pitches": pitches,
         "seed": a.seed, "seconds": round(time.time() - t0, 2),
     }
     if a.audit_espeak:
@@ -327,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--voices", default="en-us en-us+f3 en-gb-x-rp+m3 en-029+f2")
     p.add_argument("--test-voices", default="", help="default: same as --voices")
     p.add_argument("--rates", default="140 150 160 170 180 190")
+    p.add_argument("--test-rates", default="", help="default: same as --rates")
     p.add_argument("--pitches", default="40 45 50 55 60")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--audit-espeak", action="store_true",

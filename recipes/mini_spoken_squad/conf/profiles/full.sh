@@ -11,8 +11,11 @@
 : "${asr_max_words:=24}"
 : "${asr_max_sec:=12}"
 : "${voices:=en-us en-us+f3 en-gb-x-rp+m3 en-029+f2 en-gb-scotland+m2 en-us-nyc+f4 en+m7 en-gb-x-gbclan+f1 en-gb-x-gbcwmd+m4 en-us+klatt2 en-gb+f5 en-029+m1}"
-: "${test_voices:=${voices}}"
+# the test split adds speakers and rates that training never hears: seen and unseen rows (stage 6)
+: "${unseen_voices:=en-us+m5 en-gb-x-rp+f1 en-029+m6 en-gb-scotland+f4}"
+: "${test_voices:=${voices} ${unseen_voices}}"
 : "${rates:=140 150 160 170 180 190}"
+: "${test_rates:=${rates} 130 200}"
 : "${pitches:=40 45 50 55 60}"
 # Training (stage 2-4) and evaluation (stage 6). Measured end to end on 2 idle cores (`make full`,
 # RESULTS.md): 1 h 21 min in all; stage 0 4.3 min, stage 3 45 min (~672 steps of ~0.37 s per epoch),
