@@ -88,11 +88,25 @@ def test_mwer_descent_lowers_the_expected_number_of_errors():
     assert expected_errors() < 0.8 * before
 
 
-def test_mwer_is_zero_when_every_path_is_the_same():
-    targets = torch.tensor([[1, 2]])
-    logits = torch.full((1, 2, 3), -50.0)
-    logits[0, 0, 1] = logits[0, 1, 2] = 50.0
-    assert abs(mwer_negative_sampling(logits, targets, num_paths=4).item()) < 1e-6
+def test_mwer_matches_a_hand_computed_n_best_expectation():
+    """Greedy path + sampled paths, renormalised path probabilities times errors relative to the mean."""
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 4)
+    targets = torch.tensor([[1, 2, 3], [0, 1, -1]])
+    loss = mwer_negative_sampling(logits, targets, ignore_id=-1, num_paths=3,
+                                  generator=torch.Generator().manual_seed(7))
+    lp = logits.log_softmax(-1)
+    sampled = torch.multinomial(lp.exp().reshape(-1, 4), 2, replacement=True,
+                                generator=torch.Generator().manual_seed(7)).reshape(2, 3, 2).permute(0, 2, 1)
+    paths = torch.cat([lp.argmax(-1)[:, None], sampled], 1)
+    total = 0.0
+    for b in range(2):
+        n = int((targets[b] != -1).sum())
+        scores = torch.stack([lp[b, torch.arange(n), paths[b, p, :n]].sum() for p in range(3)])
+        errors = torch.stack([(paths[b, p, :n] != targets[b, :n]).sum().float() for p in range(3)])
+        total += (scores.softmax(0) * (errors - errors.mean())).sum()
+    torch.testing.assert_close(loss, total / 2)
+    assert abs(loss.item()) > 1e-4  # the paths differ here, so a loss stuck at zero would fail
 
 
 def test_copies_of_one_context_in_a_batch_are_not_negatives():
