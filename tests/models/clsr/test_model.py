@@ -355,3 +355,13 @@ def test_truncation_warning_is_logged_once(tiny, caplog):
         for _ in range(3):
             m.text_like_embeddings(logits, None, lengths)
     assert caplog.text.count("truncated to the text encoder's limit") == 1
+
+
+def test_asr_tokenizer_casing_must_match_the_text_encoder(cmvn):
+    import funasr_clsr  # noqa: F401
+    from funasr import AutoModel
+
+    cfg = tiny_config(cmvn)
+    cfg["tokenizer_conf"]["do_lower_case"] = False  # the tiny text encoder is uncased (lower-cases)
+    with pytest.raises(ValueError, match="do_lower_case is False but the text encoder"):
+        AutoModel(**cfg, device="cpu", disable_update=True, log_level="ERROR")
