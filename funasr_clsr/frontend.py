@@ -30,6 +30,8 @@ def _window(kind: str, size: int) -> torch.Tensor:
         w = 0.54 - 0.46 * torch.cos(arg)
     elif kind == "hanning":
         w = 0.5 - 0.5 * torch.cos(arg)
+    elif kind == "hanning_periodic":  # torch.hann_window's (Whisper's STFT window)
+        w = torch.hann_window(size, dtype=torch.float64)
     elif kind == "povey":
         w = (0.5 - 0.5 * torch.cos(arg)).pow(0.85)
     elif kind == "rectangular":
@@ -163,7 +165,7 @@ def whisper_log_mel(waveform: torch.Tensor, n_mels: int = 80, n_fft: int = 400, 
     wav = waveform.reshape(-1).float()
     if wav.numel() < hop_length:
         return torch.zeros((0, n_mels), dtype=torch.float32)
-    stft = torch.stft(wav, n_fft, hop_length, window=torch.hann_window(n_fft), return_complex=True)
+    stft = torch.stft(wav, n_fft, hop_length, window=_window("hanning_periodic", n_fft), return_complex=True)
     power = stft[..., :-1].abs().square()
     mel = _whisper_mel_filters(fs, n_fft, n_mels) @ power
     log_spec = mel.clamp(min=1e-10).log10()

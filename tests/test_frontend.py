@@ -75,3 +75,27 @@ def test_dither_goes_to_funasr_fbank(monkeypatch):
 def test_stereo_is_refused():
     with pytest.raises(ValueError, match="one channel"):
         kaldi_fbank(torch.randn(2, 1600), **FUNASR_KW)
+
+
+def test_whisper_log_mel_matches_faster_whisper_and_batches_per_item():
+    fw = pytest.importorskip("faster_whisper.feature_extractor")
+    import numpy as np
+    import torch
+
+    from funasr_clsr.frontend import WhisperLogMelFrontend, whisper_log_mel
+
+    rng = np.random.default_rng(0)
+    t = np.arange(32000) / 16000
+    wav = (0.3 * np.sin(2 * np.pi * 440 * t) * (1 + np.sin(2 * np.pi * 3 * t)) + 0.01 * rng.standard_normal(32000))
+    wav = wav.astype(np.float32)
+    ref = fw.FeatureExtractor(80)(wav, padding=0)  # (80, frames)
+    ours = whisper_log_mel(torch.from_numpy(wav))
+    assert ours.shape == (ref.shape[1], 80)
+    assert float((ours - torch.from_numpy(ref).t()).abs().max()) < 1e-3
+    fe = WhisperLogMelFrontend()
+    short = torch.from_numpy(wav[:8000])
+    batch = torch.zeros(2, 32000)
+    batch[0], batch[1, :8000] = torch.from_numpy(wav), short
+    feats, lens = fe(batch, torch.tensor([32000, 8000]))
+    assert lens.tolist() == [200, 50]  # each item's own length, not the first item's
+    torch.testing.assert_close(feats[1, :50], whisper_log_mel(short))

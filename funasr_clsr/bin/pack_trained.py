@@ -13,21 +13,14 @@ commit and the note; :func:`verify_release` checks a release against it.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+from funasr_clsr.data_prep.download import file_digest
+
 RELEASE_FILES = ("model.pt", "tokens.txt", "config.yaml")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def frozen_prefixes(config: dict) -> list[str]:
@@ -35,18 +28,14 @@ def frozen_prefixes(config: dict) -> list[str]:
     prefixes = ["text_encoder."]
     enc = config.get("encoder_conf") or {}
     if config.get("encoder") == "WhisperAudioEncoder" and enc.get("freeze", True):
+        from funasr_clsr.models.whisper_encoder import _whisper_config, frozen_module_names
+
         n_top = int(enc.get("trainable_top_blocks", 0) or 0)
-        prefixes += ["encoder.whisper.conv1.", "encoder.whisper.conv2.", "encoder.whisper.embed_positions."]
-        layers = int((enc.get("whisper_config") or {}).get("encoder_layers", 0)) or None
-        if layers is None and enc.get("whisper_path") and (Path(enc["whisper_path"]) / "config.json").is_file():
-            layers = int(json.loads((Path(enc["whisper_path"]) / "config.json").read_text())["encoder_layers"])
-        if n_top == 0:
-            prefixes += ["encoder.whisper.layers.", "encoder.whisper.layer_norm."]
-        elif layers:
-            prefixes += [f"encoder.whisper.layers.{i}." for i in range(layers - n_top)]
-        else:
-            raise ValueError("cannot tell which Whisper blocks are frozen: the config has neither "
-                             "whisper_config.encoder_layers nor a readable whisper_path")
+        try:
+            n_layers = _whisper_config(enc.get("whisper_path"), enc.get("whisper_config")).encoder_layers
+        except (ValueError, OSError) as exc:
+            raise ValueError(f"cannot tell which Whisper blocks are frozen: {exc}") from None
+        prefixes += [f"encoder.whisper.{name}." for name in frozen_module_names(n_layers, n_top)]
     return prefixes
 
 
@@ -86,7 +75,7 @@ def pack(exp: str, out: str, checkpoint: str = "auto", dtype: str = "float16", n
     manifest = {"source_checkpoint": str(ckpt), "git_commit": commit, "dtype": dtype, "note": note,
                 "left_out": list(drop), "tensors": len(kept),
                 "parameters": int(sum(v.numel() for v in kept.values())),
-                "sha256": {name: _sha256(out_dir / name) for name in RELEASE_FILES}}
+                "sha256": {name: file_digest(out_dir / name) for name in RELEASE_FILES}}
     (out_dir / "MANIFEST.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
@@ -102,7 +91,7 @@ def verify_release(release_dir: str | Path) -> Path:
         p = d / name
         if not p.is_file():
             raise FileNotFoundError(f"{d}: {name} is missing")
-        if _sha256(p) != digest:
+        if file_digest(p) != digest:
             raise ValueError(f"{p}: sha256 does not match MANIFEST.json (a damaged or edited release)")
     return d / "model.pt"
 

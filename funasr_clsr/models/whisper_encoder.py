@@ -147,6 +147,13 @@ def _encoder_weights(folder: Path) -> dict:
     raise ValueError(f"WhisperAudioEncoder: {folder} holds no encoder weights (model.encoder.*)")
 
 
+def frozen_module_names(n_layers: int, trainable_top_blocks: int) -> list[str]:
+    """The frozen part of a Whisper encoder, as submodule names of transformers' ``WhisperEncoder``:
+    the conv stem, positions and all but the top blocks (the final norm trains with the top blocks)."""
+    names = ["conv1", "conv2", "embed_positions"] + [f"layers.{i}" for i in range(n_layers - trainable_top_blocks)]
+    return names + (["layer_norm"] if trainable_top_blocks == 0 else [])
+
+
 @tables.register("encoder_classes", "WhisperAudioEncoder")
 class WhisperAudioEncoder(nn.Module):
     def __init__(self, input_size: int = 80, whisper_path: str | None = None, whisper_config: dict | None = None,
@@ -197,11 +204,8 @@ class WhisperAudioEncoder(nn.Module):
         return self.config_dict["d_model"]
 
     def _frozen_modules(self) -> list[nn.Module]:
-        w = self.whisper
-        mods = [w.conv1, w.conv2, w.embed_positions] + list(w.layers[: self.n_frozen_layers])
-        if self.trainable_top_blocks == 0:
-            mods.append(w.layer_norm)
-        return mods
+        return [self.whisper.get_submodule(name)
+                for name in frozen_module_names(len(self.whisper.layers), self.trainable_top_blocks)]
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -12,6 +12,7 @@ the same space as text questions.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import Sequence
@@ -39,8 +40,6 @@ from funasr_clsr.version import check_model_format
 
 def in_eval_mode(method):
     """Run an inference method with the module in eval mode (no SpecAug, no dropout), then restore it."""
-    import functools
-
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
         was_training = self.training
