@@ -65,8 +65,9 @@ def test_frozen_encoder_trains_the_rest_from_the_cache_and_exports_without_cmvn(
     speech, text = m.encode_speech(wavs), m.transcribe(wavs)
     out = export_model_dir(whisper_config(cache_dir=str(tmp_path / "cache")), m, tmp_path / "model")
     assert not (out / "am.mvn").exists()
-    validate_model_dir(out, require_readme=False)
-    model_identity(out)
+    assert validate_model_dir(out, require_readme=False) == out  # complete without am.mvn
+    model_id, version = model_identity(out)
+    assert model_id.startswith("clsr-") and version.endswith("format1")
     cfg_text = (out / "config.yaml").read_text()
     assert str(tmp_path) not in cfg_text and "whisper_config" in cfg_text
     back = AutoModel(model=str(out), device="cpu", disable_update=True, log_level="ERROR").model
