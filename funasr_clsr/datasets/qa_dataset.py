@@ -91,9 +91,18 @@ class IndexDSJsonlQA(IndexDSJsonlRankFull):
                             len(contents), sampler_limit)
         if not contents:
             raise ValueError(f"{path}: no usable pairs (dropped {dropped} by length, {len(missing)} missing audio)")
+        # a spoken question is loaded with its context: the batch budget counts both
+        self.count_question_audio = kwargs.get("question_kind", "auto") != "text"
         self.contents = contents
         self.skipped_missing = missing
         logging.info("%s: %d pairs", path, len(contents))
+
+    def get_source_len(self, data_dict):
+        """The frames a batch sampler charges for a line: context plus spoken question, if loaded."""
+        n = data_dict.get("source_len", 1)
+        if self.count_question_audio and "question_source" in data_dict:
+            n += data_dict.get("question_source_len", data_dict.get("source_len", 1))
+        return n
 
 
 QUESTION_KINDS = ("auto", "text", "speech")
@@ -113,18 +122,41 @@ class AudioQADataset(AudioDataset):
     def __init__(self, path, question_kind: str = "auto", **kwargs):
         if question_kind not in QUESTION_KINDS:
             raise ValueError(f"dataset_conf.question_kind must be one of {QUESTION_KINDS}, not {question_kind!r}")
-        super().__init__(path, **kwargs)
+        super().__init__(path, question_kind=question_kind, **kwargs)  # the index reads it too
         self.question_kind = question_kind
 
     def _fbank(self, source):
         wav = torch.from_numpy(load_audio(source, target_sr=self.fs))
+        if self.preprocessor_speech:  # FunASR's dataset_conf.preprocessor_speech, as AudioDataset applies it
+            wav = self.preprocessor_speech(wav, fs=self.fs)
         feats, lengths = extract_fbank(wav, data_type=self.data_type, frontend=self.frontend, is_final=True)
         return feats[0], lengths
+
+    def _target_ids(self, target: str) -> list[int]:
+        if self.preprocessor_text:  # dataset_conf.preprocessor_text: ASR targets only, not text questions
+            target = self.preprocessor_text(target)
+        return self.tokenizer.encode(target)
+
+    def collator(self, samples: list = None):
+        """FunASR's padding collator, plus where in the batch each question's context is.
+
+        A batch may mix plain ASR lines, text questions and spoken questions:
+        ``question_index`` / ``question_speech_index`` give the batch row of each text / spoken
+        question's context, in the order of ``question`` / ``question_speech``.
+        """
+        out = super().collator(samples)
+        text_rows = [i for i, s in enumerate(samples) if "question" in s]
+        speech_rows = [i for i, s in enumerate(samples) if "question_speech" in s]
+        if text_rows:
+            out["question_index"] = torch.tensor(text_rows, dtype=torch.int64)
+        if speech_rows:
+            out["question_speech_index"] = torch.tensor(speech_rows, dtype=torch.int64)
+        return out
 
     def __getitem__(self, index):
         item = self.index_ds[index]
         speech, speech_lengths = self._fbank(item["source"])
-        ids = self.tokenizer.encode(item["target"])
+        ids = self._target_ids(item["target"])
         out = {
             "speech": speech,
             "speech_lengths": speech_lengths,
@@ -139,7 +171,7 @@ class AudioQADataset(AudioDataset):
         spoken = "question_source" in item and self.question_kind != "text"
         if spoken:
             q_speech, q_lengths = self._fbank(item["question_source"])
-            q_ids = self.tokenizer.encode(item["question_target"])
+            q_ids = self._target_ids(item["question_target"])
             out.update(question_speech=q_speech, question_speech_lengths=q_lengths,
                        question_text=torch.tensor(q_ids, dtype=torch.int64),
                        question_text_lengths=torch.tensor([len(q_ids)], dtype=torch.int32))

@@ -98,3 +98,70 @@ def test_pairs_the_funasr_batch_sampler_would_skip_are_reported(tmp_path, pair_d
     caplog.clear()
     assert kept(max_token_length=8000) == 8
     assert "skipped by" not in caplog.text
+
+
+def _mixed_jsonl(tmp_path, pair_dir):
+    """Plain ASR lines, text-question pairs and spoken-question pairs in one file."""
+    text = [json.loads(l) for l in (pair_dir / "text_q.jsonl").read_text().splitlines()]
+    speech = [json.loads(l) for l in (pair_dir / "speech_q.jsonl").read_text().splitlines()]
+    asr = {k: v for k, v in text[2].items() if k != "question"}
+    lines = [asr, text[0], speech[1], text[3], {k: v for k, v in text[4].items() if k != "question"}, speech[5]]
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return path
+
+
+def test_collator_says_which_rows_hold_each_kind_of_question(tmp_path, pair_dir):
+    tok = WordPieceTokenizer(TINY_TE / "vocab.txt")
+    ds = AudioQADataset(str(_mixed_jsonl(tmp_path, pair_dir)), index_ds="IndexDSJsonlQA", frontend=_frontend(),
+                        tokenizer=tok)
+    batch = ds.collator([ds[i] for i in range(len(ds))])
+    assert batch["speech"].shape[0] == 6
+    assert batch["question"] == ["who was the king of the city", "what is school law"]
+    assert batch["question_index"].tolist() == [1, 3]
+    assert batch["question_speech_index"].tolist() == [2, 5]
+    assert batch["question_speech"].shape[0] == 2
+
+
+def test_batch_budget_counts_the_spoken_question_it_loads(tmp_path, pair_dir):
+    line = json.loads((pair_dir / "speech_q.jsonl").read_text().splitlines()[0])
+    path = tmp_path / "one.jsonl"
+    path.write_text(json.dumps({**line, "question": "q", "source_len": 300, "question_source_len": 120}) + "\n")
+    tok = WordPieceTokenizer(TINY_TE / "vocab.txt")
+    for kind, frames in (("auto", 420), ("speech", 420), ("text", 300)):
+        ds = AudioQADataset(str(path), index_ds="IndexDSJsonlQA", frontend=_frontend(), tokenizer=tok,
+                            question_kind=kind)
+        assert ds.get_source_len(0) == frames, kind
+
+
+def test_funasr_preprocessors_apply_to_audio_and_asr_targets(tmp_path, pair_dir):
+    from funasr.register import tables
+
+    calls = []
+
+    @tables.register("preprocessor_classes", "TestDoubleGain")
+    class DoubleGain:
+        def __init__(self, gain):
+            self.gain = gain
+
+        def __call__(self, wav, fs=16000):
+            calls.append(fs)
+            return wav * self.gain
+
+    @tables.register("preprocessor_classes", "TestKingToRiver")
+    class KingToRiver:
+        def __call__(self, text):
+            return text.replace("king", "river")
+
+    tok = WordPieceTokenizer(TINY_TE / "vocab.txt")
+    kw = dict(index_ds="IndexDSJsonlQA", frontend=_frontend(), tokenizer=tok)
+    plain = AudioQADataset(str(pair_dir / "speech_q.jsonl"), **kw)
+    pre = AudioQADataset(str(pair_dir / "speech_q.jsonl"), preprocessor_speech="TestDoubleGain",
+                         preprocessor_speech_conf={"gain": 2.0}, preprocessor_text="TestKingToRiver",
+                         preprocessor_text_conf={}, **kw)
+    a, b = plain[0], pre[0]
+    assert a["speech"].shape == b["speech"].shape and not torch.allclose(a["speech"], b["speech"])
+    assert len(calls) == 2  # context and spoken question
+    assert tok.decode(a["text"].tolist()) == "the king of the city"
+    assert tok.decode(b["text"].tolist()) == "the river of the city"
+    assert tok.decode(b["question_text"].tolist()) == "who was the river of the city"

@@ -48,7 +48,8 @@ def mwer_negative_sampling(logits: torch.Tensor, targets: torch.Tensor, ignore_i
     The N-best list per utterance is the greedy path plus ``num_paths - 1`` paths
     sampled from the decoder posteriors (Paraformer's recipe for a non-autoregressive
     decoder, where beam search has nothing to search). Paths are renormalised over the
-    list; the loss is the expected number of token errors relative to the list's mean.
+    list (a path drawn twice counts once); the loss is the expected number of token errors
+    relative to the list's mean.
     The CIF length is teacher-forced to the reference length during training, so
     hypotheses are position-aligned with it and errors are counted per position.
 
@@ -67,11 +68,18 @@ def mwer_negative_sampling(logits: torch.Tensor, targets: torch.Tensor, ignore_i
         paths = torch.cat([greedy, sampled], dim=1)  # (B, P, N)
         safe_targets = targets.masked_fill(~mask, 0).unsqueeze(1)
         errors = ((paths != safe_targets) & mask.unsqueeze(1)).sum(-1).float()  # (B, P)
+        # sampling is with replacement: a path drawn twice is one hypothesis of the N-best list
+        masked = paths.masked_fill(~mask.unsqueeze(1), 0)
+        same = (masked.unsqueeze(2) == masked.unsqueeze(1)).all(-1)  # (B, P, P)
+        earlier = torch.ones(num_paths, num_paths, dtype=torch.bool, device=paths.device).tril(-1)
+        unique = ~(same & earlier).any(-1)  # (B, P): no earlier copy
     path_scores = torch.gather(log_probs.unsqueeze(1).expand(bsz, num_paths, length, vocab), 3,
                                paths.unsqueeze(-1)).squeeze(-1)
     path_scores = (path_scores * mask.unsqueeze(1)).sum(-1)  # (B, P)
-    path_probs = torch.softmax(path_scores, dim=-1)
-    relative_errors = errors - errors.mean(-1, keepdim=True)
+    path_probs = torch.softmax(path_scores.masked_fill(~unique, float("-inf")), dim=-1)
+    n_unique = unique.sum(-1, keepdim=True).float()
+    mean_errors = (errors * unique).sum(-1, keepdim=True) / n_unique
+    relative_errors = (errors - mean_errors) * unique
     return (path_probs * relative_errors).sum(-1).mean()
 
 

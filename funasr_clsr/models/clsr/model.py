@@ -73,6 +73,7 @@ class CLSR(Paraformer):
         mwer_weight: float = 0.0,
         mwer_paths: int = 4,
         cif_align_weight: float = 0.0,
+        ctc_readout: bool = False,
         freeze_text_encoder: bool = True,
         freeze_speech_branch: bool = False,
         fused_attention: bool = True,
@@ -125,6 +126,19 @@ class CLSR(Paraformer):
         if cif_align_weight > 0 and (self.ctc_weight <= 0 or self.predictor_bias != 0):
             raise ValueError("cif_align_weight needs the CTC head (ctc_weight > 0) and predictor_bias 0")
         self.cif_align_weight = cif_align_weight
+        # The CTC head read through each CIF embedding, added to the decoder's logits: with the CIF
+        # weights on the CTC frames (cif_align_weight) the decoder starts as the CTC head and learns a
+        # correction (recipes/mini_spoken_squad/README.md, "Whisper branch", measured why).
+        self.ctc_readout = bool(ctc_readout)
+        if self.ctc_readout:
+            if self.ctc_weight <= 0:
+                raise ValueError("ctc_readout needs the CTC head (ctc_weight > 0)")
+            if self.sampling_ratio > 0:
+                raise ValueError("ctc_readout reads CIF embeddings; the sampler swaps target embeddings in: "
+                                 "set sampling_ratio 0")
+            nn.init.zeros_(self.decoder.output_layer.weight)  # the sum starts as the CTC read-out
+            if self.decoder.output_layer.bias is not None:
+                nn.init.zeros_(self.decoder.output_layer.bias)
         self.use_vq = use_vq
         self.freeze_text_encoder = freeze_text_encoder
         self.freeze_speech_branch = freeze_speech_branch
@@ -243,6 +257,10 @@ class CLSR(Paraformer):
     def _decode_pass(self, enc, enc_lens, token_embeds, token_lens):
         """(logits, hidden) of one decoder pass (funasr returns both only with return_hidden too)."""
         logits, hidden, _ = self.decoder(enc, enc_lens, token_embeds, token_lens, return_hidden=True, return_both=True)
+        if self.ctc_readout:
+            keep = torch.ones(logits.size(-1), dtype=logits.dtype, device=logits.device)
+            keep[self.blank_id] = 0.0  # the CTC blank is no token of a CIF step: its score stays the decoder's
+            logits = logits + self.ctc.ctc_lo(token_embeds) * keep
         return logits, hidden
 
     def _embed_from_decoder(self, logits, hidden, lengths) -> torch.Tensor:
@@ -294,18 +312,18 @@ class CLSR(Paraformer):
         logits, hidden = self._decode_pass(enc, enc_lens, semantic, ys_lens)
         if self.sampling_ratio == 0.0:
             acoustic_logits, acoustic_hidden = logits, hidden
+        elif (want_embedding and self.nce_logits == "acoustic") or self.mwer_weight > 0:
+            # what inference sees: the pure CIF embeddings, with gradient (the sampler's first pass has
+            # none, and its second pass holds reference embeddings, so errors there are not inference's)
+            acoustic_logits, acoustic_hidden = self._decode_pass(enc, enc_lens, acoustic, ys_lens)
         if want_embedding:
-            if self.nce_logits == "sampled":
-                acoustic_logits, acoustic_hidden = logits, hidden
-            elif acoustic_logits is None:
-                # what inference sees: the pure CIF embeddings, with gradient (the sampler's pass has none)
-                acoustic_logits, acoustic_hidden = self._decode_pass(enc, enc_lens, acoustic, ys_lens)
-            out["embedding"] = self._embed_from_decoder(acoustic_logits, acoustic_hidden,
-                                                        ys_lens - self.predictor_bias)
+            emb_logits, emb_hidden = ((logits, hidden) if self.nce_logits == "sampled"
+                                      else (acoustic_logits, acoustic_hidden))
+            out["embedding"] = self._embed_from_decoder(emb_logits, emb_hidden, ys_lens - self.predictor_bias)
         loss_ce = self.criterion_att(logits, ys)
         loss_asr = loss_ce
         if self.mwer_weight > 0:
-            out["loss_mwer"] = mwer_negative_sampling(logits, ys, self.ignore_id, self.mwer_paths)
+            out["loss_mwer"] = mwer_negative_sampling(acoustic_logits, ys, self.ignore_id, self.mwer_paths)
             loss_asr = loss_asr + self.mwer_weight * out["loss_mwer"]
         if "loss_ctc" in out:
             loss_asr = self.ctc_weight * out["loss_ctc"] + (1 - self.ctc_weight) * loss_asr
@@ -321,29 +339,35 @@ class CLSR(Paraformer):
     # ----------------------------------------------------------------- training
     def forward(self, speech, speech_lengths, text, text_lengths, question=None,
                 question_speech=None, question_speech_lengths=None, question_text=None,
-                question_text_lengths=None, **kwargs):
+                question_text_lengths=None, question_index=None, question_speech_index=None, **kwargs):
         """One training step: ASR (+MAE) on every utterance, InfoNCE between paired questions and contexts.
 
         Text questions arrive as ``question`` (list of str); spoken questions as
         ``question_speech``/``question_speech_lengths`` with their transcripts in
         ``question_text``/``question_text_lengths`` (padded ids) for the ASR loss.
+        ``question_index``/``question_speech_index`` (from AudioQADataset's collator) name the
+        batch row of each one's context, so a batch may mix plain ASR lines, text and spoken
+        questions; without them every row must have a question of one kind.
         """
         batch_size = speech.shape[0]
-        want_nce = self.nce_weight > 0 and (question is not None or question_speech is not None)
+        text_rows = self._question_rows(question_index, question, batch_size, "question")
+        speech_rows = self._question_rows(question_speech_index, question_speech, batch_size, "question_speech")
+        want_nce = self.nce_weight > 0 and (text_rows.numel() + speech_rows.numel()) > 0
         ctx = self._speech_branch(speech, speech_lengths, text, text_lengths, want_nce)
         parts = [ctx]
-        q_vec = None
+        q_vecs = []
         if question_speech is not None:
             if question_text is None:
                 raise ValueError("spoken questions need their transcripts (question_target) for the ASR loss")
             q = self._speech_branch(question_speech, question_speech_lengths, question_text,
                                     question_text_lengths, want_nce)
             parts.append(q)
-            q_vec = q.get("embedding")
-        elif want_nce:
+            if want_nce:
+                q_vecs.append(q["embedding"])
+        if want_nce and text_rows.numel():
             ids, mask = self.text_encoder.tokenize(list(question), is_query=True)
             with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_text_encoder):
-                q_vec = self.text_encoder.forward_ids(ids, mask)
+                q_vecs.append(self.text_encoder.forward_ids(ids, mask))
 
         total_tokens = sum(p["tokens"] for p in parts)
         # token-weighted mean over context and (spoken) question utterances
@@ -356,16 +380,38 @@ class CLSR(Paraformer):
             if name in ctx:
                 stats[name] = ctx[name].detach()
         if want_nce:
-            loss_nce = self._info_nce(q_vec, ctx["embedding"], question, text, text_lengths,
-                                      banks=self.training and question_speech is None)
+            rows = torch.cat([speech_rows, text_rows]).to(speech.device)  # the order of q_vecs
+            q_vec = torch.cat(q_vecs)
+            c_vec = ctx["embedding"].index_select(0, rows)
+            t_lens = text_lengths[:, 0] if text_lengths.dim() > 1 else text_lengths
+            banks = self.training and speech_rows.numel() == 0  # banked questions are text questions
+            loss_nce = self._info_nce(q_vec, c_vec, question, text.index_select(0, rows),
+                                      t_lens.index_select(0, rows), banks=banks)
             loss = loss + self.nce_weight * loss_nce
             stats["loss_nce"] = loss_nce.detach()
             with torch.no_grad():
-                sims = q_vec @ ctx["embedding"].t()
-                stats["r1_q2c"] = (sims.argmax(1) == torch.arange(batch_size, device=sims.device)).float().mean()
+                sims = q_vec @ c_vec.t()
+                stats["r1_q2c"] = (sims.argmax(1) == torch.arange(rows.numel(), device=sims.device)).float().mean()
         stats["loss"] = loss.detach()
         weight = total_tokens if self.length_normalized_loss else batch_size
         return force_gatherable((loss, stats, weight), loss.device)
+
+    @staticmethod
+    def _question_rows(index, questions, batch_size: int, name: str) -> torch.Tensor:
+        """Batch rows of the contexts that ``questions`` (a list or padded tensor, or None) belong to."""
+        if questions is None:
+            return torch.zeros(0, dtype=torch.long)
+        n = len(questions)
+        if index is None:
+            if n != batch_size:
+                raise ValueError(f"{n} {name} entries for {batch_size} contexts: a batch that mixes pairs and plain "
+                                 f"ASR lines needs {name}_index (AudioQADataset's "
+                                 "collator gives it)")
+            return torch.arange(batch_size)
+        rows = index.reshape(-1).long().cpu()
+        if rows.numel() != n or (n and (int(rows.min()) < 0 or int(rows.max()) >= batch_size)):
+            raise ValueError(f"{name}_index holds {rows.tolist()} for {n} {name} entries in a batch of {batch_size}")
+        return rows
 
     def _info_nce(self, q_vec, c_vec, questions, text, text_lengths, banks: bool):
         """Symmetric InfoNCE, with the banked negatives when training on text questions.

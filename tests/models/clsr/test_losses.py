@@ -102,11 +102,30 @@ def test_mwer_matches_a_hand_computed_n_best_expectation():
     total = 0.0
     for b in range(2):
         n = int((targets[b] != -1).sum())
-        scores = torch.stack([lp[b, torch.arange(n), paths[b, p, :n]].sum() for p in range(3)])
-        errors = torch.stack([(paths[b, p, :n] != targets[b, :n]).sum().float() for p in range(3)])
+        unique = []  # a path drawn twice is one hypothesis
+        for p in range(3):
+            if not any(torch.equal(paths[b, p, :n], q) for q in unique):
+                unique.append(paths[b, p, :n])
+        scores = torch.stack([lp[b, torch.arange(n), q].sum() for q in unique])
+        errors = torch.stack([(q != targets[b, :n]).sum().float() for q in unique])
         total += (scores.softmax(0) * (errors - errors.mean())).sum()
     torch.testing.assert_close(loss, total / 2)
     assert abs(loss.item()) > 1e-4  # the paths differ here, so a loss stuck at zero would fail
+
+
+def test_mwer_counts_a_path_drawn_twice_once():
+    """Peaked posteriors make the sampler draw the greedy path again: the list is then that path plus one."""
+    logits = torch.full((1, 2, 3), -20.0)
+    logits[0, :, 1] = 5.0  # greedy path [1, 1], drawn again almost surely
+    logits[0, 1, 2] = 4.0  # ... or [1, 2]
+    targets = torch.tensor([[1, 2]])
+    gen = torch.Generator().manual_seed(3)  # draws [1, 1] six more times and [1, 2] once
+    loss = mwer_negative_sampling(logits, targets, num_paths=8, generator=gen)
+    lp = logits.log_softmax(-1)
+    s_a, s_b = lp[0, 0, 1] + lp[0, 1, 1], lp[0, 0, 1] + lp[0, 1, 2]  # [1,1]: 1 error; [1,2]: 0
+    p_a = torch.softmax(torch.stack([s_a, s_b]), 0)[0]
+    expect = p_a * (1 - 0.5) + (1 - p_a) * (0 - 0.5)  # two unique paths, mean error 0.5
+    torch.testing.assert_close(loss, expect)
 
 
 def test_copies_of_one_context_in_a_batch_are_not_negatives():

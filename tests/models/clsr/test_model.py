@@ -365,3 +365,86 @@ def test_asr_tokenizer_casing_must_match_the_text_encoder(cmvn):
     cfg["tokenizer_conf"]["do_lower_case"] = False  # the tiny text encoder is uncased (lower-cases)
     with pytest.raises(ValueError, match="do_lower_case is False but the text encoder"):
         AutoModel(**cfg, device="cpu", disable_update=True, log_level="ERROR")
+
+
+def _lines(path):
+    return [json.loads(l) for l in path.read_text().splitlines()]
+
+
+def test_a_batch_may_mix_asr_lines_text_and_spoken_questions(tiny, pair_dir, tmp_path):
+    """InfoNCE pairs each question with its own context row; plain ASR rows only add ASR loss."""
+    text, speech = _lines(pair_dir / "text_q.jsonl"), _lines(pair_dir / "speech_q.jsonl")
+    asr_only = {k: v for k, v in text[2].items() if k != "question"}
+
+    def loss_nce(lines, name):
+        path = tmp_path / name
+        path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+        batch = training_batch(tiny, path)
+        m = tiny.model.eval()  # no dropout and no negative banks: losses comparable across batches
+        with torch.no_grad():
+            _, stats, _ = m(**batch)
+        return float(stats["loss_nce"]), float(stats["r1_q2c"])
+
+    pairs_only, _ = loss_nce([text[0], text[1]], "pairs.jsonl")
+    mixed, _ = loss_nce([asr_only, text[0], text[1]], "mixed.jsonl")
+    assert mixed == pytest.approx(pairs_only, abs=1e-4)  # the ASR row is no negative of anything
+    both, r1 = loss_nce([asr_only, text[0], speech[1], text[3], speech[4]], "both.jsonl")
+    assert np.isfinite(both) and r1 in (0.0, 0.25, 0.5, 0.75, 1.0)  # r1 over the 4 pairs, not 5 rows
+
+
+def test_questions_without_their_rows_are_refused(tiny, pair_dir):
+    batch = training_batch(tiny, pair_dir / "text_q.jsonl")
+    batch.pop("question_index")
+    batch["question"] = batch["question"][:3]
+    with pytest.raises(ValueError, match="3 question entries for 8 contexts.*question_index"):
+        tiny.model(**batch)
+
+
+def test_mwer_scores_the_pass_inference_uses(pair_dir, cmvn, monkeypatch):
+    """With the sampler on, MWER must see the decoder on the pure CIF embeddings, not the pass that
+    already holds reference embeddings."""
+    import funasr_clsr.models.clsr.model as model_module
+
+    am = build_tiny(frontend_cmvn=cmvn, sampling_ratio=0.75, mwer_weight=0.1)
+    m = am.model.train()
+    seen = {}
+    predictor_out = []
+    m.predictor.register_forward_hook(lambda mod, args, out: predictor_out.append(out[0]))
+    passes = []
+    real_pass = m._decode_pass
+
+    def recording_pass(enc, enc_lens, token_embeds, token_lens):
+        out = real_pass(enc, enc_lens, token_embeds, token_lens)
+        passes.append((token_embeds, out[0]))
+        return out
+
+    real_mwer = model_module.mwer_negative_sampling
+
+    def recording_mwer(logits, *args, **kwargs):
+        seen["logits"] = logits
+        return real_mwer(logits, *args, **kwargs)
+
+    monkeypatch.setattr(model_module, "mwer_negative_sampling", recording_mwer)
+    monkeypatch.setattr(m, "_decode_pass", recording_pass)
+    loss, stats, _ = m(**training_batch(am, pair_dir / "text_q.jsonl"))
+    inputs = [emb for emb, logits in passes if logits is seen["logits"]]
+    assert len(inputs) == 1 and inputs[0] is predictor_out[0]  # the predictor's acoustic embeddings
+    assert seen["logits"].requires_grad and torch.isfinite(stats["loss_mwer"])
+
+
+def test_ctc_readout_starts_the_decoder_as_the_ctc_head_on_cif_embeddings(cmvn):
+    am = build_tiny(frontend_cmvn=cmvn, sampling_ratio=0.0, ctc_readout=True, ctc_weight=0.3)
+    m = am.model.eval()
+    torch.manual_seed(1)
+    enc = torch.randn(2, 30, m.encoder.output_size())
+    enc_lens = torch.tensor([30, 21])
+    embeds = torch.randn(2, 5, enc.size(-1))
+    logits, _ = m._decode_pass(enc, enc_lens, embeds, torch.tensor([5, 3]))
+    expect = m.ctc.ctc_lo(embeds)
+    others = [i for i in range(expect.size(-1)) if i != m.blank_id]
+    torch.testing.assert_close(logits[..., others], expect[..., others])  # the decoder's own part starts at 0
+    assert torch.all(logits[..., m.blank_id] == 0)  # the blank gets no CTC score
+    with pytest.raises(ValueError, match="ctc_readout reads CIF embeddings"):
+        build_tiny(frontend_cmvn=cmvn, sampling_ratio=0.5, ctc_readout=True, ctc_weight=0.3)
+    with pytest.raises(ValueError, match="ctc_readout needs the CTC head"):
+        build_tiny(frontend_cmvn=cmvn, sampling_ratio=0.0, ctc_readout=True, ctc_weight=0.0, cif_align_weight=0.0)
