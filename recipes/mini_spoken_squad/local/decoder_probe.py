@@ -106,6 +106,8 @@ def main() -> None:
     ap.add_argument("--train", required=True)
     ap.add_argument("--dev", required=True)
     ap.add_argument("--whisper", default=str(HERE / "downloads" / "whisper-base"))
+    ap.add_argument("--cmvn", default=None, help="am.mvn for a config whose frontend needs one")
+    ap.add_argument("--model-conf", default="{}", help="JSON object merged into model_conf")
     ap.add_argument("--cache", required=True, help="file for the encoder outputs (made on the first run)")
     ap.add_argument("--variant", action="append", default=None)
     ap.add_argument("--steps", type=int, default=600)
@@ -126,8 +128,12 @@ def main() -> None:
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     cfg = OmegaConf.to_container(OmegaConf.load(a.config))
-    cfg["encoder_conf"]["whisper_path"] = a.whisper
+    if cfg.get("encoder") == "WhisperAudioEncoder":
+        cfg["encoder_conf"]["whisper_path"] = a.whisper
+    if a.cmvn:
+        cfg["frontend_conf"]["cmvn_file"] = a.cmvn
     cfg["model_conf"].update(text_encoder_conf=None, nce_weight=0, mae_weight=1.0 / 3)
+    cfg["model_conf"].update(json.loads(a.model_conf))
     cfg["tokenizer_conf"]["token_list"] = a.tokens
     variants = a.variant or ["baseline"]
 
