@@ -186,10 +186,24 @@ def _undecodable(name: str, suffix: str, err: Exception) -> AudioError:
                       "install ffmpeg or convert it to wav/flac")
 
 
-def _finish(x: np.ndarray, name: str, sr: int, target_sr: int, min_seconds: float) -> np.ndarray:
+# Telephone speech is 8 kHz: a rate far below it is a damaged header (a 1 Hz header makes 8 KB of bytes
+# "decode" as over an hour of audio), and less than one 25 ms analysis window holds no frame to encode.
+MIN_SOURCE_RATE = 4000
+MIN_AUDIO_SECONDS = 0.025
+
+
+def _finish(x: np.ndarray, name: str, sr: int, target_sr: int, min_seconds: float,
+            decoded: bool = False) -> np.ndarray:
+    """``decoded``: samples read from a file or bytes, whose header and length are checked as speech."""
     if x.size == 0:
         raise AudioError(f"{name}: empty audio (zero samples)")
+    if decoded and sr < MIN_SOURCE_RATE:
+        raise AudioError(f"{name}: sample rate {sr} Hz is below {MIN_SOURCE_RATE} Hz, not speech audio "
+                         "(a damaged header?)")
     _check_finite(x, name, sr=sr)
+    if decoded and x.size < MIN_AUDIO_SECONDS * sr:
+        raise AudioError(f"{name}: {x.size} samples ({1000 * x.size / sr:.1f} ms) is shorter than one "
+                         f"{1000 * MIN_AUDIO_SECONDS:g} ms analysis window")
     y = resample(x, sr, target_sr)
     if min_seconds > 0 and y.size < min_seconds * target_sr:
         raise AudioError(f"{name}: audio is {y.size / target_sr:.3f} s, shorter than the minimum "
@@ -252,11 +266,11 @@ def load_audio(
             if exe is None:
                 raise _undecodable(label, Path(path).suffix.lower(), e) from None
             x = _ffmpeg_decode(path, label, target_sr, exe)
-            return _finish(x, label, target_sr, target_sr, min_seconds)
+            return _finish(x, label, target_sr, target_sr, min_seconds, decoded=True)
         if sample_rate is not None and int(sample_rate) != sr:
             warnings.warn(f"{label}: sample_rate={sample_rate} ignored; the file header says {sr} Hz",
                           stacklevel=2)
-        return _finish(_downmix(data), label, sr, target_sr, min_seconds)
+        return _finish(_downmix(data), label, sr, target_sr, min_seconds, decoded=True)
 
     if isinstance(src, (bytes, bytearray, memoryview)) or hasattr(src, "read"):
         label = name or (getattr(src, "name", None) if hasattr(src, "read") else None) or "<bytes>"
@@ -272,8 +286,8 @@ def load_audio(
             if exe is None:
                 raise _undecodable(label, "", e) from None
             x = _ffmpeg_decode(bytes(raw), label, target_sr, exe)
-            return _finish(x, label, target_sr, target_sr, min_seconds)
-        return _finish(_downmix(data), label, sr, target_sr, min_seconds)
+            return _finish(x, label, target_sr, target_sr, min_seconds, decoded=True)
+        return _finish(_downmix(data), label, sr, target_sr, min_seconds, decoded=True)
 
     label = name or "<array>"
     if isinstance(src, np.ndarray):

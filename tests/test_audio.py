@@ -459,3 +459,25 @@ def test_modules_do_not_import_funasr_or_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("rate", [1, 3, 100, 3999])
+def test_a_header_rate_far_below_speech_is_refused_not_resampled_into_hours(tmp_path, rate):
+    p = tmp_path / f"r{rate}.wav"
+    sf.write(p, np.zeros(4000, np.float32), rate)  # 8 KB of int16 that a 1 Hz header makes 66 minutes long
+    with pytest.raises(AudioError) as ei:
+        load_audio(p)
+    assert_one_line(ei.value, str(p), f"sample rate {rate} Hz is below 4000 Hz")
+
+
+@pytest.mark.parametrize("samples", [1, 2, 399])
+def test_a_few_samples_are_refused(tmp_path, samples):
+    p = tmp_path / "few.wav"
+    sf.write(p, np.full(samples, 0.1, np.float32), 16000)
+    with pytest.raises(AudioError) as ei:
+        load_audio(p)
+    assert_one_line(ei.value, str(p), "shorter than one 25 ms analysis window")
+    sf.write(p, np.full(400, 0.1, np.float32), 16000)
+    assert len(load_audio(p)) == 400  # one window is enough
+    sf.write(p, np.full(2000, 0.1, np.float32), 4000)
+    assert len(load_audio(p)) == 8000  # 4 kHz is allowed
