@@ -186,7 +186,12 @@ def check_questions(question: Any) -> list[str]:
     """One question or a list of them, each a non-empty string of at most MAX_QUESTION_CHARS."""
     if question is None:
         raise ValueError("no question given")
-    questions = [question] if isinstance(question, str) else list(question)
+    if isinstance(question, str):
+        questions = [question]
+    elif isinstance(question, (bytes, bytearray, dict)) or not hasattr(question, "__iter__"):
+        raise ValueError(f"the question is a {type(question).__name__}: give a string or a list of strings")
+    else:
+        questions = list(question)
     if not questions:
         raise ValueError("no question given (empty list)")
     for i, q in enumerate(questions):
@@ -194,6 +199,11 @@ def check_questions(question: Any) -> list[str]:
             raise ValueError(f"question {i + 1} is a {type(q).__name__}, not a string")
         if not q.strip():
             raise ValueError(f"question {i + 1} is empty")
+        try:
+            q.encode("utf-8")
+        except UnicodeEncodeError as e:  # a lone surrogate: no tokenizer can take it
+            raise ValueError(f"question {i + 1} is not valid Unicode text (character {e.start}: "
+                             f"{q[e.start]!r})") from None
         if len(q) > MAX_QUESTION_CHARS:
             raise ValueError(f"question {i + 1} is {len(q)} characters long, more than the "
                              f"{MAX_QUESTION_CHARS} accepted; shorten it")

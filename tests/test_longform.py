@@ -79,7 +79,9 @@ def test_streamed_windows_equal_the_bounds_for_any_block_size():
 def test_questions_and_top_k_are_validated():
     assert lf.check_questions("who?") == ["who?"]
     for bad, match in [(None, "no question"), ([], "empty list"), (["ok", " "], "question 2 is empty"),
-                       ([3], "not a string"), ("x" * (lf.MAX_QUESTION_CHARS + 1), "characters long")]:
+                       ([3], "not a string"), ("x" * (lf.MAX_QUESTION_CHARS + 1), "characters long"),
+                       (42, "is a int: give a string"), (b"who", "is a bytes"),
+                       ("bad \ud800 half", "question 1 is not valid Unicode text")]:
         with pytest.raises(ValueError, match=match):
             lf.check_questions(bad)
     for bad in (0, -1, 1.5, True, "3"):

@@ -1,0 +1,28 @@
+"""benchmarks/robustness.py, a fast seeded subset: every generated bad input ends in a clear error or a
+plausible result, never a crash (the full 2,000 + 2,000 run is in docs/robustness.md)."""
+import importlib.util
+import sys
+
+from clsr_testing import REPO
+
+
+def _load():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("bench_robustness", REPO / "benchmarks" / "robustness.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_seeded_fuzz_subset_has_no_crash():
+    out = _load().main(["--audio", "180", "--questions", "150", "--seed", "1"])
+    audio, questions = out["audio"], out["questions"]
+    assert audio["crash"] == 0, audio["crashes"]
+    assert questions["crash"] == 0, questions["crashes"]
+    assert audio["tried"] == audio["ok"] + audio["clear_error"] == 180
+    # every generator kind ran, and the obviously broken ones were refused, not "decoded"
+    assert set(audio["by_kind"]) == {"random_bytes", "cut", "lying_sizes", "few_samples", "non_finite", "rate",
+                                     "channels", "subtype", "damaged_compressed"}
+    assert audio["by_kind"]["non_finite"]["ok"] == 0 and audio["by_kind"]["few_samples"]["ok"] == 0
+    assert 0 < audio["by_kind"]["rate"]["clear_error"] < 20  # rates below 4 kHz refused, the rest loaded
+    assert questions["clear_error"] > 0 and questions["ok"] > 0
