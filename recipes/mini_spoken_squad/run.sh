@@ -70,6 +70,8 @@ release=             # released speech-branch checkpoint (local/README.md, "Rele
                      # empty = the profile's value; none = stage 3 from the pretrained encoder alone
 release_epochs=      # stage-3 epochs on top of the release (on qa_train, which stage 4 encodes anyway)
 text_encoder=        # text encoder folder; empty = all-MiniLM-L6-v2 from the PyPI package
+ctc_readout=         # true: model_conf.ctc_readout (the CTC head read through each CIF embedding, added to the
+                     # decoder's logits; README "Whisper branch"); empty = the config's value
 num_threads=2        # torch threads for training/eval
 tag=                 # experiment variant: stages 2-7 write to exp/<profile><tag> (data is shared)
 
@@ -219,6 +221,11 @@ case "${speech_branch}" in
     ;;
   sanm) asr_config=clsr_mini_en.yaml; branch_opts= ;;
   *) echo "run.sh: --speech-branch must be whisper or sanm, not '${speech_branch}'" >&2; exit 1 ;;
+esac
+case "${ctc_readout}" in
+  "") ;;
+  true|false) branch_opts+=" ++model_conf.ctc_readout=${ctc_readout}" ;;
+  *) echo "run.sh: --ctc-readout must be true or false, not '${ctc_readout}'" >&2; exit 1 ;;
 esac
 
 # train [--warmup] NAME CONFIG TRAIN_JSONL VALID_JSONL EPOCHS [++overrides]: trains exp/NAME up to EPOCHS, resuming
