@@ -97,3 +97,13 @@ def cif_alpha_targets(token_frames: torch.Tensor, in_lens: torch.Tensor, n_frame
         pos = torch.minimum((frames + j - half).clamp(min=0), last)
         out.index_put_((rows, pos), torch.full_like(pos, weight, dtype=out.dtype), accumulate=True)
     return out
+
+
+def ctc_greedy_ids(log_probs: torch.Tensor, in_lens: torch.Tensor, blank: int = 0) -> list[list[int]]:
+    """Greedy CTC transcripts: the best id per frame, repeats merged, blanks dropped, per utterance."""
+    best = log_probs.argmax(-1).tolist()
+    out = []
+    for row, n in zip(best, in_lens.tolist()):
+        row = row[: int(n)]
+        out.append([t for j, t in enumerate(row) if t != blank and (j == 0 or row[j - 1] != t)])
+    return out

@@ -41,7 +41,7 @@ def main() -> None:
     from funasr.register import tables
 
     from funasr_clsr.evaluation import word_error_rate
-    from funasr_clsr.models.clsr.alignment import cif_alpha_targets, ctc_token_frames
+    from funasr_clsr.models.clsr.alignment import cif_alpha_targets, ctc_greedy_ids, ctc_token_frames
 
     exp = Path(args.exp)
     ckpt = exp / args.checkpoint
@@ -83,11 +83,9 @@ def main() -> None:
             keep &= rows[:, None]
         return round(float(((logits.argmax(-1) == text) & keep).sum() / keep.sum().clamp(min=1)), 4)
 
-    refs, ctc_hyps, dec_hyps = [], [], []
+    refs, dec_hyps = [], []
+    ctc_hyps = [tok.decode(ids) for ids in ctc_greedy_ids(log_probs, lens, blank=model.blank_id)]
     for i in range(len(items)):
-        best = log_probs[i, : lens[i]].argmax(-1).tolist()
-        ids = [t for j, t in enumerate(best) if t != model.blank_id and (j == 0 or best[j - 1] != t)]
-        ctc_hyps.append(tok.decode(ids))
         dec_hyps.append(tok.decode(model._ids(free_logits[i:i + 1], n_pred[i:i + 1].clamp(max=free_logits.size(1)))[0]))
         refs.append(tok.decode(items[i]["text"].tolist()))
     for i in range(min(args.show, len(items))):

@@ -56,18 +56,18 @@ def batches(n_items, batch, rng):
 
 
 def pad(items):
+    """Zero-padded batch and lengths (torch's pad_sequence)."""
     import torch
 
-    lens = torch.tensor([x.size(0) for x in items])
-    out = items[0].new_zeros(len(items), int(lens.max()), *items[0].shape[1:])
-    for i, x in enumerate(items):
-        out[i, : x.size(0)] = x
-    return out, lens
+    return (torch.nn.utils.rnn.pad_sequence(items, batch_first=True),
+            torch.tensor([x.size(0) for x in items]))
 
 
 def evaluate(m, tok, dev, pad, word_error_rate) -> dict:
     """CTC greedy WER, decoder accuracy at the true length and inference WER on the dev rows."""
     import torch
+
+    from funasr_clsr.models.clsr.alignment import ctc_greedy_ids
 
     was_training = m.training
     m.eval()
@@ -84,13 +84,9 @@ def evaluate(m, tok, dev, pad, word_error_rate) -> dict:
             valid = txt != m.ignore_id
             correct += int(((logits.argmax(-1) == txt) & valid).sum())
             total += int(valid.sum())
-            ctc_ids = m.ctc.log_softmax(enc).argmax(-1)
+            hyp_ctc.extend(tok.decode(ids) for ids in ctc_greedy_ids(m.ctc.log_softmax(enc), el, blank=m.blank_id))
             dec_logits, _, n_text = m._decode(enc, el)
-            for j, r in enumerate(rows):
-                refs.append(tok.decode(r[1].tolist()))
-                path = ctc_ids[j, : int(el[j])].tolist()
-                collapsed = [t for k, t in enumerate(path) if t != m.blank_id and (k == 0 or t != path[k - 1])]
-                hyp_ctc.append(tok.decode(collapsed))
+            refs.extend(tok.decode(r[1].tolist()) for r in rows)
             hyp_dec.extend(tok.decode(ids) for ids in m._ids(dec_logits, n_text))
     m.train(was_training)
     return {"ctc_wer": round(word_error_rate(refs, hyp_ctc)["wer"], 1),

@@ -91,3 +91,11 @@ def test_model_switch_adds_the_loss_and_trains_the_predictor(cmvn, pair_dir):
         grads[weight] = m.predictor.cif_output.weight.grad.clone()
     # same seed and batch: the only difference in the predictor's gradient is the alignment loss
     assert not torch.allclose(grads[1.0], grads[0.0])
+
+
+def test_ctc_greedy_ids_merge_repeats_drop_blanks_and_stop_at_each_length():
+    from funasr_clsr.models.clsr.alignment import ctc_greedy_ids
+
+    frames = torch.tensor([[3, 3, 0, 3, 5, 5, 0, 7], [2, 0, 2, 2, 4, 4, 4, 4]])
+    log_probs = torch.nn.functional.one_hot(frames, 8).float().log_softmax(-1)
+    assert ctc_greedy_ids(log_probs, torch.tensor([8, 4]), blank=0) == [[3, 3, 5, 7], [2, 2]]
