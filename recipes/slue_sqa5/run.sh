@@ -33,7 +33,9 @@ config=${repo_root}/conf/clsr_bge_base_en.yaml       # joint CLSR model (stages 
 asr_config=""          # stage 2 model config; default: ${config} with ASR losses only (conf/asr_pretrain.overrides)
 text_encoder=""        # local BGE folder; default ${raw_dir}/bge-base-en-v1.5 (stage 0 fetches it)
 text_encoder_hub=BAAI/bge-base-en-v1.5
-init_paraformer=""     # optional Paraformer model dir whose model.pt initialises stage 2
+init_paraformer=""     # pretrained Paraformer dir (model.pt, am.mvn) that stage 2 starts from; default
+                       #   ${raw_dir}/paraformer-en (stage 0 fetches it); none = the speech branch from nothing
+paraformer_hub=iic/speech_paraformer-large-vad-punc_asr_nat-en-16k-common-vocab10020
 asr_train_jsonl=""     # stage 2 data (default: ${data_dir}/train.jsonl); paper: LibriSpeech 460 h,
 asr_valid_jsonl=""     #   see ../librisqa (--prepare_librispeech_asr true) for that jsonl
 subset_tokens=false    # true: token list restricted to tokens seen in the training targets
@@ -56,6 +58,7 @@ set -euo pipefail
 
 clsr_setup  # device, OMP_NUM_THREADS, absolute data_dir/exp_dir, asr_valid_jsonl, stage directories
 text_encoder=${text_encoder:-${raw_dir}/bge-base-en-v1.5}
+init_paraformer=${init_paraformer:-${raw_dir}/paraformer-en}
 asr_train_jsonl=${asr_train_jsonl:-${data_dir}/${train_set}.jsonl}
 
 if [ ${stage} -le 0 ] && [ ${stop_stage} -ge 0 ]; then
@@ -71,6 +74,7 @@ if [ ${stage} -le 0 ] && [ ${stop_stage} -ge 0 ]; then
         modelscope download "${text_encoder_hub}" --local-dir "${text_encoder}" \
           2>&1 | tee -a "${exp_dir}/logs/stage0_download.log"
       fi
+      clsr_fetch_paraformer
     fi
     log "stage 0: preparing jsonl (spoken questions, one_to_one=${one_to_one}) in ${data_dir}"
     python local/prepare_slue_sqa5.py --raw-dir "${raw_dir}" --out-dir "${data_dir}" --nj "${nj}" \

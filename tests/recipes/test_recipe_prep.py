@@ -458,3 +458,55 @@ def test_download_manifest_against_local_server(tmp_path):
             runner.main([str(manifest), "--raw-dir", str(raw), "--only", "nope"])
     finally:
         httpd.server_close()
+
+
+# --------------------------------------------------------------------------- pretrained Paraformer (stages 1-2)
+
+
+def _python_shim(bin_dir: Path, calls: Path) -> None:
+    """A ``python`` on PATH that records training calls (and succeeds) and runs everything else for real."""
+    bin_dir.mkdir()
+    shim = bin_dir / "python"
+    shim.write_text(f'#!/usr/bin/env bash\nif [ "$1 $2" = "-m funasr_clsr.bin.train" ]; then\n'
+                    f'  printf "%s\\n" "$*" >> {calls}; exit 0\nfi\nexec {sys.executable} "$@"\n')
+    shim.chmod(0o755)
+
+
+def test_run_sh_starts_stage2_from_the_pretrained_paraformer_and_its_cmvn(tmp_path):
+    raw = tmp_path / "raw"
+    fixture_tree("spoken_squad", raw)
+    calls = tmp_path / "train_calls.txt"
+    _python_shim(tmp_path / "bin", calls)
+    env = dict(os.environ, PATH=f"{tmp_path / 'bin'}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}"
+               f"{os.environ['PATH']}", OMP_NUM_THREADS="1")
+    tiny_te = REPO / "tests" / "fixtures" / "tiny_text_encoder"
+    base = ["bash", str(RECIPES / "spoken_squad" / "run.sh"), "--download", "false", "--raw_dir", str(raw),
+            "--data_dir", str(tmp_path / "data"), "--text_encoder", str(tiny_te), "--ngpu", "0"]
+
+    # the default (raw_dir/paraformer-en) is absent: stage 1 stops with one line naming it and the way out
+    out = subprocess.run(base + ["--exp_dir", str(tmp_path / "exp0"), "--stage", "0", "--stop_stage", "1"],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 1
+    err = [line for line in out.stdout.splitlines() if "error:" in line]
+    assert len(err) == 1 and f"{raw}/paraformer-en: no model.pt there" in err[0] and "--init_paraformer none" in err[0]
+
+    para = tmp_path / "paraformer-en"  # a pretrained Paraformer as ModelScope ships it (model.pt, am.mvn, ...)
+    para.mkdir()
+    (para / "model.pt").write_bytes(b"weights")
+    (para / "am.mvn").write_text("<Nnet>\n<AddShift> 560 560\n</Nnet>\n")
+    out = subprocess.run(base + ["--exp_dir", str(tmp_path / "exp"), "--stage", "1", "--stop_stage", "2",
+                                 "--init_paraformer", str(para)], capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert (tmp_path / "data" / "am.mvn").read_text() == (para / "am.mvn").read_text()  # not recomputed
+    (call,) = calls.read_text().splitlines()
+    assert f"++init_param={para}/model.pt" in call and f"++frontend_conf.cmvn_file={tmp_path}/data/am.mvn" in call
+
+    # none: CMVN from this corpus and no init_param
+    calls.unlink()
+    out = subprocess.run(base + ["--exp_dir", str(tmp_path / "exp2"), "--stage", "1", "--stop_stage", "2",
+                                 "--init_paraformer", "none", "--force", "true"],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    (call,) = calls.read_text().splitlines()
+    assert "init_param" not in call
+    assert (tmp_path / "data" / "am.mvn").read_text() != (para / "am.mvn").read_text()

@@ -28,6 +28,23 @@ need_dir() {
   [ -d "$1" ] || { log "error: $2: $1 not found"; exit 1; }
 }
 
+need_paraformer() {  # the pretrained Paraformer of --init_paraformer, or one line saying what is missing
+  local f
+  for f in model.pt am.mvn; do
+    [ -f "${init_paraformer}/${f}" ] || { log "error: --init_paraformer ${init_paraformer}: no ${f} there" \
+      "(stage 0 fetches ${paraformer_hub} with --download true; --init_paraformer none trains from nothing)"; exit 1; }
+  done
+}
+
+clsr_fetch_paraformer() {  # stage 0: the pretrained Paraformer stage 2 starts from, unless it is there or none
+  [ "${init_paraformer}" = none ] && return 0
+  [ -f "${init_paraformer}/model.pt" ] && [ -f "${init_paraformer}/am.mvn" ] && return 0
+  log "stage 0: fetching ${paraformer_hub} into ${init_paraformer}"
+  modelscope download "${paraformer_hub}" --local-dir "${init_paraformer}" \
+    2>&1 | tee -a "${exp_dir}/logs/stage0_download.log"
+  need_paraformer
+}
+
 train() {  # train LOG hydra-args... : the package's train launcher, torchrun for several GPUs
   local log_file=$1
   shift
@@ -75,8 +92,15 @@ clsr_stage1_tokens() {
   stage_done 1 "${exp_dir}/.stage1.done" && return 0
   need_dir "${text_encoder}" "--text_encoder (a local BGE folder)"
   log "stage 1: CMVN and token list"
-  python -m funasr_clsr.bin.compute_cmvn --jsonl "${asr_train_jsonl}" --out "${data_dir}/am.mvn" \
-    2>&1 | tee "${exp_dir}/logs/stage1_cmvn.log"
+  if [ "${init_paraformer}" != none ]; then
+    # a pretrained encoder expects the feature statistics it was trained with, not this corpus's
+    need_paraformer
+    cp "${init_paraformer}/am.mvn" "${data_dir}/am.mvn"
+    log "stage 1: CMVN from the pretrained Paraformer (${init_paraformer}/am.mvn)" | tee "${exp_dir}/logs/stage1_cmvn.log"
+  else
+    python -m funasr_clsr.bin.compute_cmvn --jsonl "${asr_train_jsonl}" --out "${data_dir}/am.mvn" \
+      2>&1 | tee "${exp_dir}/logs/stage1_cmvn.log"
+  fi
   local subset=()
   [ "${subset_tokens}" = true ] && subset=(--subset-from "${data_dir}/${train_set}.jsonl")
   python -m funasr_clsr.bin.make_tokens --text-encoder "${text_encoder}" --out "${data_dir}/tokens.txt" \
@@ -88,7 +112,12 @@ clsr_stage2_asr_pretrain() {
   stage_done 2 "${exp_dir}/.stage2.done" && return 0
   log "stage 2: ASR pre-training on ${asr_train_jsonl}"
   local init=() extra=() asr_conf_dir
-  [ -n "${init_paraformer}" ] && init=(++init_param="${init_paraformer}/model.pt")
+  if [ "${init_paraformer}" != none ]; then
+    # matching tensors load; the vocabulary-dependent ones (decoder embedding and output layer, CTC head)
+    # are re-initialised by FunASR's ignore_init_mismatch and listed in the training log
+    need_paraformer
+    init=(++init_param="${init_paraformer}/model.pt")
+  fi
   asr_conf_dir=$(cd "$(dirname "${asr_config}")" && pwd)
   mapfile -t extra < <(args_from conf/asr_pretrain.overrides)
   train "${exp_dir}/logs/stage2_asr_pretrain.log" \
