@@ -79,3 +79,75 @@ def test_output_config_forgets_the_init_checkpoint(tmp_path):
     _forget_init_param([f"++output_dir={tmp_path}"])
     cfg = yaml.safe_load((tmp_path / "config.yaml").read_text())
     assert "init_param" not in cfg and cfg["initialized_from"] == str(tmp_path / "init.pt")
+
+
+def test_a_kill_during_training_resumes_from_the_last_checkpoint(pair_dir, cmvn, tmp_path):
+    """SIGKILL once the first epoch's checkpoint exists; the rerun continues at epoch 1 and loads."""
+    import signal
+    import time
+
+    from funasr import AutoModel
+
+    out = tmp_path / "exp"
+    cmd = [sys.executable, "-m", "funasr_clsr.bin.train", "--config-path", "conf", "--config-name", "clsr_tiny.yaml",
+           f"++model_conf.text_encoder_conf.path={TINY_TE}", f"++tokenizer_conf.token_list={TINY_TE / 'vocab.txt'}",
+           f"++frontend_conf.cmvn_file={cmvn}", f"++train_data_set_list={pair_dir / 'text_q.jsonl'}",
+           f"++valid_data_set_list={pair_dir / 'text_q.jsonl'}", f"++output_dir={out}", "++train_conf.max_epoch=40"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not (out / "model.pt.ep1").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "model.pt.ep40").exists()
+    done = sorted(int(p.name.split("ep")[1]) for p in out.glob("model.pt.ep*") if ".tmp" not in p.name)
+    log = _train(pair_dir, cmvn, out, f"++train_conf.max_epoch={done[-1] + 1}")
+    assert f"epoch: 0/{done[-1] + 1}" not in log and f"epoch: {done[-1]}/{done[-1] + 1}" in log
+    m = AutoModel(model=str(out), device="cpu", disable_update=True, log_level="ERROR").model
+    assert m.encode_text(QUESTIONS[:2]).shape == (2, 32)
+
+
+def test_a_torn_model_pt_is_replaced_by_the_newest_complete_epoch(tmp_path, capsys):
+    from funasr_clsr.bin.train import is_complete_checkpoint, repair_resume_checkpoint
+
+    torch.save({"epoch": 1}, tmp_path / "model.pt.ep1")
+    torch.save({"epoch": 2}, tmp_path / "model.pt.ep2")
+    whole = (tmp_path / "model.pt.ep2").read_bytes()
+    (tmp_path / "model.pt").write_bytes(whole[: len(whole) // 2])  # a kill in the middle of FunASR's save
+    assert not is_complete_checkpoint(tmp_path / "model.pt")
+    assert repair_resume_checkpoint(tmp_path) is not None
+    assert torch.load(tmp_path / "model.pt")["epoch"] == 2
+    assert "resuming from model.pt.ep2" in capsys.readouterr().err
+    assert repair_resume_checkpoint(tmp_path) is None  # a complete model.pt is left alone
+    (tmp_path / "model.pt").unlink()  # killed between the epoch's save and model.pt's
+    assert "model.pt was missing: resuming from model.pt.ep2" in repair_resume_checkpoint(tmp_path)
+    assert torch.load(tmp_path / "model.pt")["epoch"] == 2
+
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    (lone / "model.pt").write_bytes(whole[:100])
+    assert "moved to model.pt.corrupt." in repair_resume_checkpoint(lone)
+    assert not (lone / "model.pt").exists() and len(list(lone.glob("model.pt.corrupt.*"))) == 1
+    assert repair_resume_checkpoint(tmp_path / "fresh") is None  # nothing there yet: a fresh run
+
+
+def test_saves_are_atomic(tmp_path):
+    from funasr_clsr.bin.train import atomic_torch_save
+
+    target = tmp_path / "model.pt"
+    torch.save({"old": 1}, target)
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("killed mid-save")
+
+    with atomic_torch_save():
+        try:
+            torch.save({"new": Unpicklable()}, target)
+        except RuntimeError:
+            pass
+        torch.save({"fresh": 2}, tmp_path / "other.pt")
+    assert torch.load(target) == {"old": 1}  # the previous checkpoint survives a failed save
+    assert torch.load(tmp_path / "other.pt") == {"fresh": 2}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt", "other.pt"]
+    assert torch.save.__module__.startswith("torch")  # restored afterwards
