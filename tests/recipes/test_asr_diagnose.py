@@ -1,5 +1,5 @@
 """recipes/mini_spoken_squad/local/asr_diagnose.py on a tiny model trained for one epoch with
-the CTC head and the CIF alignment loss (which this also runs through FunASR's trainer)."""
+the CTC head, its readout into the decoder and the CIF alignment loss (also run through FunASR's trainer)."""
 import json
 import subprocess
 import sys
@@ -12,7 +12,7 @@ def test_diagnosis_of_a_trained_speech_branch(pair_dir, cmvn, tmp_path):
     train = subprocess.run(
         [sys.executable, "-m", "funasr_clsr.bin.train", "--config-path", "conf", "--config-name", "clsr_tiny.yaml",
          "++model_conf.text_encoder_conf=null", "++model_conf.nce_weight=0", "++model_conf.ctc_weight=0.3",
-         "++model_conf.cif_align_weight=1.0", f"++tokenizer_conf.token_list={TINY_TE / 'vocab.txt'}",
+         "++model_conf.cif_align_weight=1.0", "++model_conf.ctc_readout=true", "++model_conf.sampling_ratio=0.0", f"++tokenizer_conf.token_list={TINY_TE / 'vocab.txt'}",
          f"++frontend_conf.cmvn_file={cmvn}", f"++train_data_set_list={pair_dir / 'text_q.jsonl'}",
          f"++valid_data_set_list={pair_dir / 'text_q.jsonl'}", f"++output_dir={out}", "++train_conf.max_epoch=1"],
         cwd=REPO, capture_output=True, text=True, timeout=300)

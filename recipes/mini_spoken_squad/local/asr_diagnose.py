@@ -69,13 +69,14 @@ def main() -> None:
         mask = (~make_pad_mask(lens, maxlen=enc.size(1))[:, None, :])
         acoustic, token_num, _, _ = model.predictor(enc, None, mask, ignore_id=model.ignore_id)
         n_pred = token_num.round().long().clamp(min=1)
-        free_logits = model.decoder(enc, lens, acoustic[:, : int(n_pred.max())], n_pred)[0]
+        # _decode_pass: the decoder as inference runs it (with model_conf.ctc_readout's CTC term)
+        free_logits = model._decode_pass(enc, lens, acoustic[:, : int(n_pred.max())], n_pred)[0]
         frames = ctc_token_frames(log_probs, lens, text, text_lens, blank=model.blank_id)
         oracle = cif_alpha_targets(frames, lens, enc.size(1))
         oracle_embeds, _ = cif_v1(enc, oracle, 1.0)
-        oracle_logits = model.decoder(enc, lens, oracle_embeds[:, : int(text_lens.max())], text_lens)[0]
+        oracle_logits = model._decode_pass(enc, lens, oracle_embeds[:, : int(text_lens.max())], text_lens)[0]
         scaled, _, alphas, _ = model.predictor(enc, text, mask, ignore_id=model.ignore_id)
-        scaled_logits = model.decoder(enc, lens, scaled, text_lens)[0]
+        scaled_logits = model._decode_pass(enc, lens, scaled, text_lens)[0]
 
     def token_acc(logits, rows=None):
         keep = text != model.ignore_id
