@@ -400,7 +400,7 @@ def test_run_sh_help_lists_variables():
 def test_run_sh_stages_0_1_tiny_and_idempotent(tmp_path):
     rec = tmp_path / "recipe"
     rec.mkdir()
-    for name in ("run.sh", "local", "utils", "conf", "data_src"):
+    for name in ("run.sh", "local", "utils", "conf", "data_src", "release"):
         src = RECIPE / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, rec / name)
     cmd = ["bash", str(rec / "run.sh"), "--python", sys.executable, "--stop-stage", "1",

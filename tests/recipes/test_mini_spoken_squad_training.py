@@ -118,12 +118,12 @@ def test_stage3_on_top_of_a_release_uses_its_checkpoint_and_qa_train(tmp_path):
 def test_ctc_readout_option_reaches_every_training_call(tmp_path):
     rec, fake, calls = _recipe(tmp_path)
     _whisper_data(rec)
-    r = _stage3(rec, fake, "--speech-branch", "whisper", "--ctc-readout", "true")
+    r = _stage3(rec, fake, "--speech-branch", "whisper", "--ctc-readout", "true", "--release", "none")
     assert r.returncode == 0, r.stderr[-2000:]
     first = _calls(calls)
     assert first and all("++model_conf.ctc_readout=true" in c.split() for c in first)
-    plain = _stage3(rec, fake, "--speech-branch", "whisper", "--tag", "_plain")
+    plain = _stage3(rec, fake, "--speech-branch", "whisper", "--tag", "_plain", "--release", "none")
     later = _calls(calls)[len(first):]
     assert plain.returncode == 0 and later and not any("++model_conf.ctc_readout" in c for c in later)
-    bad = _stage3(rec, fake, "--speech-branch", "whisper", "--ctc-readout", "maybe")
+    bad = _stage3(rec, fake, "--speech-branch", "whisper", "--ctc-readout", "maybe", "--release", "none")
     assert bad.returncode == 1 and "--ctc-readout must be true or false, not 'maybe'" in bad.stderr
