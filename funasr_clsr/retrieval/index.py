@@ -1,9 +1,14 @@
-"""A persisted "index once, query many" store of segment vectors for one or many recordings.
+"""FAISS segment index: in memory for small, one-off indexes (``LongFormRetriever.new_index()``,
+``generate()``), and the on-disk format of funasr_clsr before the LanceDB store (store.py), which
+is now the default for index directories. :class:`SegmentIndex` implements the
+:class:`~funasr_clsr.retrieval.store.SegmentStore` interface, without ``where`` filters.
+``funasr-clsr migrate --index DIR`` converts a saved one into a LanceDB store.
 
-On disk an index is a directory::
+On disk a FAISS index is a directory::
 
     index.json    header (format_version, model_id, model_version, embedding_dim, kind, created,
-                  checksum, ...) and one metadata record per segment
+                  checksum, ...), one metadata record per segment and (if any) the
+                  recordings' metadata
     vectors.npy   (N, D) float32 unit vectors, row i <-> segments[i]; the source of truth
     index.faiss   the FAISS structure built from vectors.npy (rebuilt if missing or stale)
 
@@ -28,12 +33,26 @@ import tempfile
 import time
 import uuid
 import warnings
-from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
+
+from .store import (
+    FilterError,
+    Hit,
+    IndexMismatchError,
+    IndexNotFoundError,
+    RecordingExistsError,
+    RecordingNotFoundError,
+    SegmentStore,
+    check_meta,
+    check_top_k,
+    normalise_vectors,
+    recording_summaries,
+    segment_records,
+)
 
 __all__ = [
     "FORMAT_VERSION",
@@ -56,44 +75,6 @@ KINDS = ("flat", "ivf", "hnsw")
 #: IVF needs about 39 training points per list; below 39 * IVF_MIN_NLIST vectors it is flat.
 IVF_MIN_NLIST = 16
 IVF_MIN_VECTORS = 39 * IVF_MIN_NLIST
-
-
-class IndexMismatchError(ValueError):
-    """An index on disk that must not be used (other format/model/dim, checksum mismatch, corrupt)."""
-
-
-class IndexNotFoundError(FileNotFoundError):
-    """No index at the given directory."""
-
-    def __init__(self, path: str):
-        self.message = f"{path}: no segment index here (missing {INDEX_JSON})"
-        super().__init__(2, self.message)
-        self.filename = path
-
-    def __str__(self) -> str:
-        return self.message
-
-    def __reduce__(self):
-        return (type(self), (self.filename,))
-
-
-@dataclass(frozen=True)
-class Hit:
-    """One search result: cosine ``score`` and the segment it points at."""
-
-    score: float
-    rank: int
-    row: int
-    recording_id: str
-    path: str
-    start: float
-    end: float
-    transcript: str | None
-    start_sample: int | None = None
-    end_sample: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _faiss():
@@ -128,14 +109,8 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _seg_field(seg: Any, key: str, default: Any = None) -> Any:
-    if isinstance(seg, Mapping):
-        return seg.get(key, default)
-    return getattr(seg, key, default)
-
-
-class SegmentIndex:
-    """Unit vectors + per-segment metadata + a FAISS index over them."""
+class SegmentIndex(SegmentStore):
+    """Unit vectors + per-segment metadata + a FAISS index over them, in memory (``save``/``load``)."""
 
     def __init__(
         self,
@@ -168,6 +143,7 @@ class SegmentIndex:
         self.created = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self._vectors = np.zeros((0, self.embedding_dim), dtype=np.float32)
         self._meta: list[dict[str, Any]] = []
+        self._rec_meta: dict[str, dict[str, Any]] = {}  # recording_id -> its metadata (non-empty only)
         self._faiss_index = None
         self._faiss_rows = 0  # rows of _vectors already in _faiss_index
         self._built_kind: str | None = None
@@ -197,86 +173,62 @@ class SegmentIndex:
             out.setdefault(m["recording_id"], m["path"])
         return out
 
-    def __contains__(self, recording_id: str) -> bool:
+    def __contains__(self, recording_id: object) -> bool:
         return any(m["recording_id"] == recording_id for m in self._meta)
 
+    @property
+    def recording_meta(self) -> dict[str, dict[str, Any]]:
+        """recording_id -> metadata, for the recordings that have any (copies)."""
+        return {k: dict(v) for k, v in self._rec_meta.items()}
+
+    def list_recordings(self) -> list[dict[str, Any]]:
+        return recording_summaries(self._meta, self._rec_meta)
+
     def _normalise(self, vectors: Any, what: str) -> np.ndarray:
-        v = np.asarray(vectors, dtype=np.float32)
-        if v.ndim == 1:
-            v = v[None, :]
-        if v.ndim != 2:
-            raise ValueError(f"{what} must be a (n, {self.embedding_dim}) array, got shape {v.shape}")
-        if v.shape[1] != self.embedding_dim:
-            raise ValueError(f"{what} have dimension {v.shape[1]}, the index holds "
-                             f"{self.embedding_dim}-d vectors (model {self.model_id})")
-        if not np.isfinite(v).all():
-            raise ValueError(f"{what} contain NaN/inf")
-        norms = np.linalg.norm(v, axis=1, keepdims=True)
-        if (norms == 0).any():
-            raise ValueError(f"{what}: row {int(np.flatnonzero(norms[:, 0] == 0)[0])} is a zero vector")
-        return np.ascontiguousarray(v / norms, dtype=np.float32)
+        return normalise_vectors(vectors, self.embedding_dim, what, self.model_id)
 
     def add(
         self,
         recording_id: str,
-        path: str | os.PathLike,
+        source: str | os.PathLike,
         segments: Sequence[Any],
         vectors: Any,
+        meta: Mapping[str, Any] | str | None = None,
+        *,
         transcripts: Sequence[str | None] | None = None,
         replace: bool = False,
-    ) -> None:
+    ) -> int:
         """Add one recording's segments (Segment objects or dicts with start/end[/start_sample,
-        end_sample]) with their vectors (normalised here) and optional transcripts.
+        end_sample, transcript]) with their vectors (normalised here), its metadata (a JSON
+        object) and optional transcripts; returns the number of segments.
 
-        Re-adding a ``recording_id`` already present is an error unless ``replace=True``.
-        Everything is validated before the index changes.
+        Re-adding a ``recording_id`` already present is an error (RecordingExistsError) unless
+        ``replace=True``. Everything is validated before the index changes.
         """
-        if not isinstance(recording_id, str) or not recording_id:
-            raise ValueError(f"recording_id must be a non-empty string, got {recording_id!r}")
-        n = len(segments)
-        if n == 0:
-            raise ValueError(f"recording {recording_id}: no segments to add")
         v = self._normalise(vectors, f"recording {recording_id}: vectors")
-        if v.shape[0] != n:
-            raise ValueError(f"recording {recording_id}: {n} segments but {v.shape[0]} vectors")
-        if transcripts is not None and len(transcripts) != n:
-            raise ValueError(f"recording {recording_id}: {n} segments but {len(transcripts)} transcripts")
-        if recording_id in self and not replace:
-            raise ValueError(f"recording {recording_id} is already in the index (pass replace=True "
-                             "to re-index it)")
-        records = []
-        for i, seg in enumerate(segments):
-            start, end = _seg_field(seg, "start"), _seg_field(seg, "end")
-            try:
-                start, end = float(start), float(end)
-            except (TypeError, ValueError):
-                raise ValueError(f"recording {recording_id}: segment {i} has no numeric start/end") from None
-            if not (math.isfinite(start) and math.isfinite(end)) or end < start or start < 0:
-                raise ValueError(f"recording {recording_id}: segment {i} has bad times {start}..{end}")
-            ss, es = _seg_field(seg, "start_sample"), _seg_field(seg, "end_sample")
-            text = transcripts[i] if transcripts is not None else _seg_field(seg, "transcript")
-            if text is not None and not isinstance(text, str):
-                raise ValueError(f"recording {recording_id}: transcript {i} is not a string")
-            records.append({
-                "recording_id": recording_id, "path": os.fspath(path),
-                "start": start, "end": end,
-                "start_sample": None if ss is None else int(ss),
-                "end_sample": None if es is None else int(es),
-                "transcript": text,
-            })
+        records = segment_records(recording_id, source, segments, v.shape[0], transcripts)
+        meta = check_meta(meta, f"recording {recording_id}: metadata")
         if recording_id in self:
+            if not replace:
+                raise RecordingExistsError(f"recording {recording_id} is already in the index (pass "
+                                           "replace=True to re-index it)")
             self.remove(recording_id)
         self._vectors = np.concatenate([self._vectors, v]) if len(self._meta) else v
         self._meta.extend(records)
+        if meta:
+            self._rec_meta[recording_id] = meta
+        return len(records)
 
     def remove(self, recording_id: str) -> int:
-        """Drop a recording's segments; returns how many were removed."""
+        """Drop a recording's segments; returns how many were removed (RecordingNotFoundError if none)."""
         keep = [i for i, m in enumerate(self._meta) if m["recording_id"] != recording_id]
         removed = len(self._meta) - len(keep)
-        if removed:
-            self._vectors = np.ascontiguousarray(self._vectors[keep])
-            self._meta = [self._meta[i] for i in keep]
-            self._faiss_index, self._faiss_rows = None, 0  # rows shifted: rebuild
+        if not removed:
+            raise RecordingNotFoundError(f"recording {recording_id!r} is not in the index")
+        self._vectors = np.ascontiguousarray(self._vectors[keep])
+        self._meta = [self._meta[i] for i in keep]
+        self._rec_meta.pop(recording_id, None)
+        self._faiss_index, self._faiss_rows = None, 0  # rows shifted: rebuild
         return removed
 
     # ------------------------------------------------------------------ FAISS
@@ -335,13 +287,16 @@ class SegmentIndex:
 
     # ------------------------------------------------------------------ search
 
-    def search(self, query_vectors: Any, top_k: int = 10) -> list[list[Hit]]:
+    def search(self, query_vectors: Any, top_k: int = 10, where: str | None = None) -> list[list[Hit]]:
         """Nearest segments for each query row (normalised here), best first.
 
         ``top_k`` above the number of segments returns all of them (with one warning per index).
+        ``where`` filters need the LanceDB store: here they raise FilterError.
         """
-        if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
-            raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
+        top_k = check_top_k(top_k)
+        if where is not None:
+            raise FilterError("where filters need the LanceDB store (LanceSegmentStore, the default for index "
+                              "directories); this is an in-memory FAISS index")
         q = self._normalise(query_vectors, "query vectors")
         n = len(self._meta)
         if top_k > n and not self._warned_topk:
@@ -362,7 +317,8 @@ class SegmentIndex:
                 hits.append(Hit(score=float(s), rank=len(hits) + 1, row=int(i),
                                 recording_id=m["recording_id"], path=m["path"],
                                 start=m["start"], end=m["end"], transcript=m["transcript"],
-                                start_sample=m["start_sample"], end_sample=m["end_sample"]))
+                                start_sample=m["start_sample"], end_sample=m["end_sample"],
+                                meta=dict(self._rec_meta.get(m["recording_id"], {}))))
             out.append(hits)
         return out
 
@@ -371,9 +327,11 @@ class SegmentIndex:
     def _checksum(self) -> str:
         h = hashlib.sha256()
         h.update(np.ascontiguousarray(self._vectors, dtype="<f4").tobytes())
-        h.update(_canonical({"format_version": FORMAT_VERSION, "model_id": self.model_id,
-                             "model_version": self.model_version,
-                             "embedding_dim": self.embedding_dim, "segments": self._meta}))
+        doc = {"format_version": FORMAT_VERSION, "model_id": self.model_id, "model_version": self.model_version,
+               "embedding_dim": self.embedding_dim, "segments": self._meta}
+        if self._rec_meta:  # only when present, so indexes saved before metadata existed still verify
+            doc["recordings_meta"] = self._rec_meta
+        h.update(_canonical(doc))
         return h.hexdigest()
 
     def save(self, directory: str | os.PathLike) -> Path:
@@ -414,7 +372,10 @@ class SegmentIndex:
             header["faiss_sha256"] = _sha256_file(tmp / FAISS_FILE)
             part = tmp / (INDEX_JSON + ".part")
             with open(part, "w", encoding="utf-8") as f:
-                json.dump({"header": header, "segments": self._meta}, f, ensure_ascii=False)
+                doc = {"header": header, "segments": self._meta}
+                if self._rec_meta:
+                    doc["recordings_meta"] = self._rec_meta
+                json.dump(doc, f, ensure_ascii=False)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(part, tmp / INDEX_JSON)  # index.json present == copy complete
@@ -446,11 +407,15 @@ class SegmentIndex:
         d = Path(directory)
         _recover(d)
         if not (d / INDEX_JSON).is_file():
+            if (d / "segments.lance").is_dir():
+                raise IndexMismatchError(f"{d}: a LanceDB index (the default since the FAISS format 1); open it "
+                                         "with LanceSegmentStore.load or LongFormRetriever.open_index")
             raise IndexNotFoundError(str(d))
         try:
             with open(d / INDEX_JSON, encoding="utf-8") as f:
                 doc = json.load(f)
             header, meta = doc["header"], doc["segments"]
+            rec_meta = doc.get("recordings_meta") or {}
             version = header["format_version"]
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise IndexMismatchError(f"{d}: {INDEX_JSON} is corrupt ({type(e).__name__})") from None
@@ -493,6 +458,7 @@ class SegmentIndex:
         idx.created = header.get("created", idx.created)
         idx._vectors = np.ascontiguousarray(vectors)
         idx._meta = meta
+        idx._rec_meta = rec_meta
         if idx._checksum() != header.get("checksum"):
             raise IndexMismatchError(f"{d}: checksum mismatch: vectors or metadata changed since "
                                      "the index was saved")

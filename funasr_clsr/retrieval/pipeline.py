@@ -6,9 +6,12 @@
     manifest = retriever.write_clips(hits, "clips/")      # wavs + manifest.json for an audio LLM
 
 Recordings are streamed window by window (memory: one batch of windows), encoded with
-``model.encode_speech(..., return_text=True)`` and added to a :class:`SegmentIndex` with their
-transcripts and exact times. The index is saved (atomically) after every recording, so a crash
-or a bad file loses nothing already indexed, and re-running skips recordings already there.
+``model.encode_speech(..., return_text=True)`` and added, with their transcripts, exact times and
+metadata, to a segment store: by default a :class:`~funasr_clsr.retrieval.store.LanceSegmentStore`
+(an index directory; every recording is one commit, so a crash or a bad file loses nothing
+already indexed, and re-running skips recordings already there), or an in-memory FAISS
+:class:`~funasr_clsr.retrieval.index.SegmentIndex` (``new_index()``). ``ray=...`` spreads the
+encoding over a Ray cluster (:mod:`funasr_clsr.retrieval.ray_indexing`).
 """
 from __future__ import annotations
 
@@ -32,8 +35,16 @@ from ..longform import (
     window_bounds,
     write_clip,
 )
-from .index import IndexMismatchError, SegmentIndex
+from .index import SegmentIndex
 from .segmentation import VADUnavailableError, iter_window_audio, vad_segments
+from .store import (
+    IndexLockedError,
+    IndexMismatchError,  # noqa: F401  (importable from here, as before)
+    LanceSegmentStore,
+    RecordingExistsError,
+    SegmentStore,
+    check_meta,
+)
 
 __all__ = ["LongFormRetriever", "MANIFEST_FORMAT", "load_model", "read_list_file"]
 
@@ -41,6 +52,7 @@ logger = logging.getLogger(__name__)
 
 MANIFEST_FORMAT = "funasr_clsr.clips/1"
 SEGMENTERS = ("fixed", "vad")
+STORES = ("lance", "faiss")
 
 
 def load_model(model: str | os.PathLike, device: str = "cpu", ncpu: int | None = None):
@@ -65,9 +77,25 @@ def load_model(model: str | os.PathLike, device: str = "cpu", ncpu: int | None =
     return am.model.eval(), getattr(am, "model_path", None) or target
 
 
-def read_list_file(path: str | os.PathLike) -> list[tuple[str | None, str]]:
-    """``(recording_id or None, path)`` per line of a list file: ``path`` or ``id path`` (wav.scp).
+def _split_meta(line: str, where: str) -> tuple[str, dict[str, Any] | None]:
+    """``(rest, metadata)`` of a list-file line whose last column may be a JSON object."""
+    if not line.endswith("}"):
+        return line, None
+    for i, ch in enumerate(line):
+        if ch == "{" and (i == 0 or line[i - 1].isspace()):
+            try:
+                meta = json.loads(line[i:])
+            except ValueError:
+                continue
+            return line[:i].rstrip(), check_meta(meta, f"{where}: metadata")
+    raise ValueError(f"{where}: the last column looks like metadata but is not a JSON object")
 
+
+def read_list_file(path: str | os.PathLike) -> list[tuple[str | None, str, dict[str, Any] | None]]:
+    """``(recording_id or None, path, metadata or None)`` per line of a list file.
+
+    A line is ``path``, ``id path`` (wav.scp) or either followed by a JSON object of metadata:
+    ``talk1 /data/talk1.wav {"title": "Bridges", "date": "2026-03-01", "speaker": "Ada"}``.
     Blank lines and ``#`` comments are skipped; relative paths are taken from the list's folder.
     """
     p = Path(path)
@@ -78,12 +106,15 @@ def read_list_file(path: str | os.PathLike) -> list[tuple[str | None, str]]:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
+        line, meta = _split_meta(line, f"{p}:{n}")
+        if not line:
+            raise ValueError(f"{p}:{n}: metadata but no recording path")
         parts = line.split(maxsplit=1)
         rid, wav = (parts[0], parts[1]) if len(parts) == 2 else (None, parts[0])
         wav_path = Path(wav).expanduser()
         if not wav_path.is_absolute() and not wav_path.exists():
             wav_path = p.parent / wav_path
-        out.append((rid, str(wav_path)))
+        out.append((rid, str(wav_path), meta))
     if not out:
         raise ValueError(f"{p}: list file names no recordings")
     return out
@@ -137,7 +168,9 @@ class LongFormRetriever:
             from ..hub import model_identity
             from ..version import MODEL_FORMAT_VERSION, __version__
 
-            if model_dir is not None and (Path(model_dir) / "model.pt").is_file():
+            if hasattr(model, "model_identity"):  # the ONNX backend (onnx_runtime.OnnxCLSR) knows its directory's
+                auto_id, auto_version = model.model_identity
+            elif model_dir is not None and (Path(model_dir) / "model.pt").is_file():
                 auto_id, auto_version = model_identity(model_dir)
             else:
                 auto_id, auto_version = _state_identity(model), f"{__version__}/format{MODEL_FORMAT_VERSION}"
@@ -148,28 +181,54 @@ class LongFormRetriever:
     # ------------------------------------------------------------------ index
 
     def new_index(self, kind: str = "flat", **kwargs: Any) -> SegmentIndex:
+        """An empty in-memory FAISS index (one-off use; ``save`` writes it in the FAISS format)."""
         return SegmentIndex(self.model_id, self.model_version, self.embedding_dim, kind=kind, **kwargs)
 
-    def open_index(self, directory: str | os.PathLike, create: bool = False, kind: str = "flat") -> SegmentIndex:
-        """Load the index in ``directory`` (refused if another model built it); ``create`` starts
-        an empty one when there is none."""
-        if create:
-            idx = SegmentIndex.open_or_create(directory, self.model_id, self.model_version,
-                                              self.embedding_dim, kind=kind)
-            if len(idx) and idx.kind != kind:
-                logger.warning("%s: existing index is kind %r; keeping it (asked for %r)", directory, idx.kind, kind)
-            return idx
-        return SegmentIndex.load(directory, expect_model_id=self.model_id,
-                                 expect_model_version=self.model_version,
-                                 expect_embedding_dim=self.embedding_dim)
+    def open_index(self, directory: str | os.PathLike, create: bool = False, kind: str | None = None,
+                   store: str = "lance", **options: Any) -> SegmentStore:
+        """Open the index in ``directory`` (refused if another model built it); ``create`` starts
+        an empty one when there is none.
 
-    def _check_index(self, index: SegmentIndex) -> None:
-        if (index.model_id, index.model_version, index.embedding_dim) != \
-                (self.model_id, self.model_version, self.embedding_dim):
-            raise IndexMismatchError(
-                f"index built with model {index.model_id!r} version {index.model_version!r} "
-                f"({index.embedding_dim}-d), this model is {self.model_id!r} version {self.model_version!r} "
-                f"({self.embedding_dim}-d); rebuild the index with this model")
+        ``store="lance"`` (default): a :class:`LanceSegmentStore` (``kind`` hnsw (default), ivf
+        or flat; ``options``: ``ann_threshold`` at creation, ``nprobes``, ``refine_factor``,
+        ``lock_timeout``). ``store="faiss"``: a FAISS :class:`SegmentIndex` directory (``kind``
+        flat (default), ivf, hnsw), loaded into memory and saved after each recording.
+        """
+        if store not in STORES:
+            raise ValueError(f"store must be one of {STORES}, got {store!r}")
+        ident = (self.model_id, self.model_version, self.embedding_dim)
+        if store == "faiss":
+            if create:
+                idx = SegmentIndex.open_or_create(directory, *ident, kind=kind or "flat")
+                if len(idx) and kind and idx.kind != kind:
+                    logger.warning("%s: existing index is kind %r; keeping it (asked for %r)", directory, idx.kind,
+                                   kind)
+                return idx
+            return SegmentIndex.load(directory, expect_model_id=self.model_id,
+                                     expect_model_version=self.model_version,
+                                     expect_embedding_dim=self.embedding_dim)
+        if create:
+            return LanceSegmentStore.open_or_create(directory, *ident, kind=kind or "hnsw", **options)
+        options.pop("ann_threshold", None)  # a creation setting: the store keeps its own
+        return LanceSegmentStore.load(directory, expect_model_id=self.model_id,
+                                      expect_model_version=self.model_version,
+                                      expect_embedding_dim=self.embedding_dim, **options)
+
+    def _check_index(self, index: SegmentStore) -> None:
+        index.check_model(self.model_id, self.model_version, self.embedding_dim)
+
+    def probe_recording(self, path: str | os.PathLike) -> Any:
+        """Audio info of a recording about to be indexed; a missing, undecodable or empty file
+        fails here with one line, before any work; a truncated wav is warned about."""
+        path = os.fspath(path)
+        info = audio_info(path)
+        if info.frames == 0:
+            raise AudioError(f"{path}: empty audio (zero samples)")
+        declared = _wav_declared_seconds(path)
+        if declared is not None and declared > info.duration_s + 0.01:
+            logger.warning("%s: truncated: the header announces %.2f s, the file holds %.2f s; indexing what "
+                           "is there", path, declared, info.duration_s)
+        return info
 
     def _segments(self, path: str, info) -> tuple[Iterator[dict[str, Any]], int]:
         """Segments with audio (a generator: one segment in memory at a time) and their count."""
@@ -182,31 +241,28 @@ class LongFormRetriever:
         segs = vad_segments(path, self.vad_model, max_segment_s=self.window_s, sr=self.sr)
         return _stream_segment_audio(path, [s.to_dict() for s in segs], self.sr), len(segs)
 
-    def index_recording(self, path: str | os.PathLike, index: SegmentIndex, recording_id: str | None = None,
+    def index_recording(self, path: str | os.PathLike, index: SegmentStore, recording_id: str | None = None,
                         progress: bool = True, save_to: str | os.PathLike | None = None,
-                        replace: bool = False) -> int:
-        """Segment, encode and add one recording; returns the number of segments added.
+                        replace: bool = False, meta: dict[str, Any] | str | None = None) -> int:
+        """Segment, encode and add one recording with its metadata (a JSON object); returns the
+        number of segments added.
 
-        A recording already in the index is skipped (0) unless ``replace``. The index changes
-        only once the whole recording is encoded, so a file that fails part-way (missing,
-        corrupt, truncated, empty: a one-line :class:`~funasr_clsr.audio.AudioError` /
-        FileNotFoundError) leaves it as it was. A silent recording is warned about and adds
-        nothing; one shorter than a window is one segment. ``save_to`` saves the index there
-        (atomically) afterwards.
+        A recording already in the index is skipped (0) unless ``replace`` (which swaps it in
+        one commit). The index changes only once the whole recording is encoded, so a file that
+        fails part-way (missing, corrupt, truncated, empty: a one-line
+        :class:`~funasr_clsr.audio.AudioError` / FileNotFoundError) leaves it as it was. A silent
+        recording is warned about and adds nothing; one shorter than a window is one segment.
+        ``save_to`` saves a FAISS index there (atomically) afterwards; a LanceDB store commits
+        by itself.
         """
         self._check_index(index)
+        meta = check_meta(meta)  # bad metadata fails before any work
         path = os.fspath(path)
         rid = recording_id or str(Path(path).resolve())
         if rid in index and not replace:
             logger.info("%s: already in the index; skipped (replace=True re-indexes it)", rid)
             return 0
-        info = audio_info(path)  # missing/undecodable files fail here, before any work
-        if info.frames == 0:
-            raise AudioError(f"{path}: empty audio (zero samples)")
-        declared = _wav_declared_seconds(path)
-        if declared is not None and declared > info.duration_s + 0.01:
-            logger.warning("%s: truncated: the header announces %.2f s, the file holds %.2f s; indexing what "
-                           "is there", path, declared, info.duration_s)
+        info = self.probe_recording(path)
         segments, n = self._segments(path, info)
         bar = None
         if progress:
@@ -221,38 +277,59 @@ class LongFormRetriever:
                 bar.close()
         if not kept:
             return 0
-        index.add(rid, str(Path(path).resolve()), kept, vecs, texts, replace=replace)
-        if save_to is not None:
+        try:
+            index.add(rid, str(Path(path).resolve()), kept, vecs, meta, transcripts=texts, replace=replace)
+        except RecordingExistsError:  # another writer added it while this one was encoding
+            logger.info("%s: added by another writer meanwhile; skipped", rid)
+            return 0
+        if save_to is not None and isinstance(index, SegmentIndex):
             index.save(save_to)
         logger.info("%s: %d segments indexed (%.1f s of audio)", path, len(kept), info.duration_s)
         return len(kept)
 
-    def index_recordings(self, recordings: Iterable[str | os.PathLike | tuple[str | None, str]],
-                         index_dir: str | os.PathLike, kind: str = "flat", progress: bool = True,
-                         replace: bool = False) -> dict[str, Any]:
-        """Index many recordings into the index at ``index_dir`` (created if absent), saving after
-        each one. A recording that fails is reported (one line) and skipped; the others go on.
+    def index_recordings(self, recordings: Iterable[str | os.PathLike | tuple],
+                         index_dir: str | os.PathLike, kind: str | None = None, progress: bool = True,
+                         replace: bool = False, meta: dict[str, Any] | str | None = None,
+                         store: str = "lance", ray: str | None = None, num_workers: int = 2,
+                         num_gpus_per_worker: float = 0.0, **options: Any) -> dict[str, Any]:
+        """Index many recordings into the index at ``index_dir`` (created if absent), committing
+        after each one. A recording that fails is reported (one line) and skipped; the others go on.
 
-        ``recordings`` holds paths or ``(recording_id, path)`` pairs. Returns a report
-        ``{"index", "indexed": [{"path", "recording_id", "segments"}], "skipped": [...],
-        "failed": [{"path", "error"}], "num_segments", "num_recordings"}``.
+        ``recordings`` holds paths, ``(recording_id, path)`` pairs or ``(recording_id, path,
+        meta)`` triples (:func:`read_list_file`); ``meta`` is the metadata of those without their
+        own. ``ray`` (``"local"``, ``"auto"`` or a cluster address) encodes on a Ray cluster with
+        ``num_workers`` actors (see :mod:`funasr_clsr.retrieval.ray_indexing`). ``options`` go to
+        :meth:`open_index`. Returns a report ``{"index", "indexed": [{"path", "recording_id",
+        "segments"}], "skipped": [...], "failed": [{"path", "error"}], "num_segments",
+        "num_recordings"}``.
         """
-        index = self.open_index(index_dir, create=True, kind=kind)
-        report: dict[str, Any] = {"index": str(index_dir), "indexed": [], "skipped": [], "failed": []}
-        items = [r if isinstance(r, tuple) else (None, os.fspath(r)) for r in recordings]
+        default_meta = check_meta(meta, "--meta")
+        items = []
+        for r in recordings:
+            rid, path, own = (r + (None,) * (3 - len(r))) if isinstance(r, tuple) else (None, os.fspath(r), None)
+            items.append((rid, os.fspath(path), check_meta(own) if own is not None else default_meta))
         if not items:
             raise ValueError("no recordings to index")
+        index = self.open_index(index_dir, create=True, kind=kind, store=store, **options)
+        if ray is not None:
+            if store != "lance":
+                raise ValueError("ray indexing writes to the LanceDB store; drop store='faiss'")
+            from .ray_indexing import index_with_ray
+
+            return index_with_ray(self, items, index, address=ray, num_workers=num_workers,
+                                  num_gpus_per_worker=num_gpus_per_worker, replace=replace, progress=progress)
+        report: dict[str, Any] = {"index": str(index_dir), "indexed": [], "skipped": [], "failed": []}
         outer = None
         if progress and len(items) > 1:
             from tqdm import tqdm
 
             outer = tqdm(total=len(items), desc="recordings", unit="rec")
         try:
-            for rid, path in items:
+            for rid, path, rec_meta in items:
                 try:
                     n = self.index_recording(path, index, recording_id=rid, progress=progress,
-                                             save_to=index_dir, replace=replace)
-                except VADUnavailableError:
+                                             save_to=index_dir, replace=replace, meta=rec_meta)
+                except (VADUnavailableError, IndexLockedError):
                     raise  # affects every recording: stop
                 except (AudioError, OSError, ValueError, RuntimeError) as exc:
                     msg = " ".join(str(exc).split())
@@ -269,7 +346,7 @@ class LongFormRetriever:
         finally:
             if outer is not None:
                 outer.close()
-        if len(index) and not (Path(index_dir) / "index.json").is_file():
+        if isinstance(index, SegmentIndex) and len(index) and not (Path(index_dir) / "index.json").is_file():
             index.save(index_dir)  # e.g. everything was already indexed in memory
         report["num_segments"] = len(index)
         report["num_recordings"] = len(index.recordings())
@@ -296,28 +373,44 @@ class LongFormRetriever:
             raise ValueError("no question given: pass question text or a spoken question wav")
         return records, np.concatenate(parts)
 
-    def query(self, index: SegmentIndex | str | os.PathLike, questions: Sequence[str] | str | None = None,
-              top_k: int = 5, question_wavs: Sequence[str | os.PathLike] | None = None
-              ) -> list[list[dict[str, Any]]]:
+    def query(self, index: SegmentStore | str | os.PathLike, questions: Sequence[str] | str | None = None,
+              top_k: int = 5, question_wavs: Sequence[str | os.PathLike] | None = None,
+              where: str | None = None) -> list[list[dict[str, Any]]]:
         """The ``top_k`` best segments for each question, best first.
 
         Returns one list per question (text questions first, then spoken ones) of hit dicts:
         ``question``, ``rank``, ``score`` (cosine), ``recording_id``, ``path``, ``start``, ``end``
-        (seconds), ``start_sample``, ``end_sample`` and ``transcript``. ``top_k`` above the
-        number of segments returns them all. Each question costs its encoding plus one search.
+        (seconds), ``start_sample``, ``end_sample``, ``transcript``, ``row`` and ``meta`` (the
+        recording's metadata). ``where`` (LanceDB store) searches only the segments it matches,
+        e.g. ``"date >= '2026-01-01' AND speaker = 'Ada'"``. ``top_k`` above the number of
+        segments returns them all. Each question costs its encoding plus one search.
         """
-        if not isinstance(index, SegmentIndex):
+        if not isinstance(index, SegmentStore):
             index = self.open_index(index)
         self._check_index(index)
         k = check_top_k(top_k)
         records, vecs = self.encode_questions(questions, question_wavs)
-        if len(index) == 0:
+        if len(index) == 0 and where is None:
             logger.warning("the index is empty; nothing to search")
             return [[] for _ in records]
         out = []
-        for rec, hits in zip(records, index.search(vecs, k)):
+        for rec, hits in zip(records, index.search(vecs, k, where=where)):
             out.append([{**rec, **h.to_dict()} for h in hits])
         return out
+
+    def delete(self, index: SegmentStore | str | os.PathLike, recording_ids: Sequence[str] | str,
+               store: str = "lance") -> int:
+        """Remove recordings from an index (all must be there, else nothing is removed); returns
+        the number of segments removed. A FAISS index directory (``store="faiss"``) is saved back."""
+        ids = [recording_ids] if isinstance(recording_ids, str) else list(recording_ids)
+        directory = None
+        if not isinstance(index, SegmentStore):
+            directory, index = index, self.open_index(index, store=store)
+        self._check_index(index)
+        removed = sum(index.remove_many(ids).values())
+        if directory is not None and isinstance(index, SegmentIndex):
+            index.save(directory)
+        return removed
 
     # ------------------------------------------------------------------ clips
 

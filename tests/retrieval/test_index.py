@@ -33,7 +33,7 @@ def make_index(n_recordings=3, per=5, kind="flat", seed=0, **kw):
     for r in range(n_recordings):
         segs = fixed_windows(per * 40 * 16000, 16000, 40.0)
         idx.add(f"rec{r}", f"/data/rec{r}.wav", segs, unit(rng, per),
-                [f"recording {r} segment {i}" for i in range(per)])
+                transcripts=[f"recording {r} segment {i}" for i in range(per)])
     return idx
 
 
@@ -111,7 +111,7 @@ def test_bad_vectors_and_arguments():
     with pytest.raises(ValueError, match="2 segments but 3 vectors"):
         idx.add("r", "r.wav", segs, unit(rng, 3))
     with pytest.raises(ValueError, match="transcripts"):
-        idx.add("r", "r.wav", segs, unit(rng, 2), ["only one"])
+        idx.add("r", "r.wav", segs, unit(rng, 2), transcripts=["only one"])
     bad = unit(rng, 2)
     bad[1] = 0
     with pytest.raises(ValueError, match="zero vector"):
@@ -141,10 +141,12 @@ def test_duplicate_recording_replace_and_remove():
     with pytest.raises(ValueError, match="already in the index"):
         idx.add("rec0", "/data/rec0.wav", segs, unit(rng, 2))
     new = unit(rng, 2)
-    idx.add("rec0", "/data/rec0.wav", segs, new, ["a", "b"], replace=True)
+    idx.add("rec0", "/data/rec0.wav", segs, new, transcripts=["a", "b"], replace=True)
     assert len(idx) == 5 and list(idx.recordings()) == ["rec1", "rec0"]
     assert top1(idx, new[1]).transcript == "b"
-    assert idx.remove("rec1") == 3 and idx.remove("nope") == 0
+    assert idx.remove("rec1") == 3
+    with pytest.raises(KeyError, match="'nope' is not in the index"):
+        idx.remove("nope")
     assert len(idx) == 2 and top1(idx, new[0]).row == 0
 
 
@@ -152,7 +154,7 @@ def test_add_after_search_reaches_faiss():
     idx = make_index(n_recordings=1, per=4)
     idx.search(idx.vectors[:1], 1)  # builds the FAISS index
     v = unit(np.random.default_rng(11), 1)
-    idx.add("late", "late.wav", [{"start": 0.0, "end": 3.5}], v, ["late one"])
+    idx.add("late", "late.wav", [{"start": 0.0, "end": 3.5}], v, transcripts=["late one"])
     hit = top1(idx, v[0])
     assert hit.recording_id == "late" and hit.start_sample is None and hit.end == 3.5
 
@@ -231,7 +233,7 @@ def test_append_recording_keeps_old_ones(tmp_path):
     idx = SegmentIndex.open_or_create(d, "clsr-test", "1.0", DIM)
     assert len(idx) == 10
     v = unit(np.random.default_rng(8), 2)
-    idx.add("new", "/data/new.wav", fixed_windows(70 * 16000), v, ["x", "y"])
+    idx.add("new", "/data/new.wav", fixed_windows(70 * 16000), v, transcripts=["x", "y"])
     idx.save(d)
     back = SegmentIndex.load(d)
     assert list(back.recordings()) == ["rec0", "rec1", "new"] and len(back) == 12
@@ -390,3 +392,20 @@ def test_save_refuses_foreign_directory(tmp_path):
 def test_hit_fields():
     h = Hit(score=0.5, rank=1, row=0, recording_id="r", path="p", start=0.0, end=1.0, transcript=None)
     assert h.to_dict()["transcript"] is None and h.start_sample is None
+
+
+def test_recording_metadata_is_saved_and_checksummed(tmp_path):
+    idx = make_index(n_recordings=2)
+    idx.add("talk", "/data/talk.wav", fixed_windows(40 * 16000), unit(np.random.default_rng(3), 1),
+            {"title": "Bridges", "date": "2026-03-01", "tags": ["civil"]})
+    d = idx.save(tmp_path / "idx")
+    back = SegmentIndex.load(d)
+    assert back.recording_meta == {"talk": {"title": "Bridges", "date": "2026-03-01", "tags": ["civil"]}}
+    assert [r["meta"] for r in back.list_recordings()] == [{}, {}, {"title": "Bridges", "date": "2026-03-01",
+                                                                     "tags": ["civil"]}]
+    assert top1(back, back.vectors[10]).meta["title"] == "Bridges"
+    _edit_json(d, lambda doc: doc["recordings_meta"]["talk"].update(title="tampered"))
+    refuse(d, "checksum mismatch")
+    # an index saved without any metadata (as before metadata existed) has no recordings_meta key
+    plain = make_index().save(tmp_path / "plain")
+    assert "recordings_meta" not in json.loads((plain / "index.json").read_text())

@@ -53,11 +53,11 @@ def audio(tmp_path_factory):
 
 
 def test_index_then_spoken_and_text_questions_find_exact_segments(retriever, audio, tmp_path):
-    from funasr_clsr.retrieval import SegmentIndex
+    from funasr_clsr.retrieval import LanceSegmentStore
 
     report = retriever.index_recordings([audio / "long.wav"], tmp_path / "idx", progress=False)
     assert report["failed"] == [] and report["num_segments"] == 8
-    index = SegmentIndex.load(tmp_path / "idx")
+    index = LanceSegmentStore.load(tmp_path / "idx")  # the default store
     segs = index.segments
     assert [(s["start"], s["end"], s["start_sample"], s["end_sample"]) for s in segs] == \
         [(2.0 * i, 2.0 * i + 2.0, 32000 * i, 32000 * (i + 1)) for i in range(8)]
@@ -83,7 +83,7 @@ def test_index_then_spoken_and_text_questions_find_exact_segments(retriever, aud
 
 
 def test_saved_after_each_recording_resumable_and_replace(retriever, audio, tmp_path, monkeypatch):
-    from funasr_clsr.retrieval import SegmentIndex
+    from funasr_clsr.retrieval import LanceSegmentStore
 
     a, b = tmp_path / "a.wav", tmp_path / "b.wav"
     sf.write(a, np.concatenate([clip(0), clip(1)]), SR)
@@ -100,7 +100,7 @@ def test_saved_after_each_recording_resumable_and_replace(retriever, audio, tmp_
     monkeypatch.setattr(retriever.model, "encode_speech", crash_on_b)
     with pytest.raises(KeyboardInterrupt):
         retriever.index_recordings([a, b], tmp_path / "idx", progress=False)
-    assert SegmentIndex.load(tmp_path / "idx").recordings() == {str(a.resolve()): str(a.resolve())}
+    assert LanceSegmentStore.load(tmp_path / "idx").recordings() == {str(a.resolve()): str(a.resolve())}
     monkeypatch.setattr(retriever.model, "encode_speech", real)
     report = retriever.index_recordings([a, b], tmp_path / "idx", progress=False)  # resumes
     assert [x["path"] for x in report["skipped"]] == [str(a)]
@@ -113,7 +113,7 @@ def test_saved_after_each_recording_resumable_and_replace(retriever, audio, tmp_
 
 
 def test_bad_recordings_get_one_line_errors_and_the_rest_is_indexed(retriever, audio, tmp_path, caplog):
-    from funasr_clsr.retrieval import SegmentIndex
+    from funasr_clsr.retrieval import LanceSegmentStore
 
     d = tmp_path
     (d / "corrupt.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk" * 3)
@@ -136,7 +136,7 @@ def test_bad_recordings_get_one_line_errors_and_the_rest_is_indexed(retriever, a
     assert "corrupt, truncated or not audio" in failed["notaudio.wav"]
     assert [x["path"] for x in report["skipped"]] == [str(d / "silent.wav")]
     assert "silent" in caplog.text and "truncated: the header announces 6.00 s" in caplog.text
-    index = SegmentIndex.load(d / "idx")
+    index = LanceSegmentStore.load(d / "idx")
     by_rec = {}
     for s in index.segments:
         by_rec.setdefault(s["path"].rsplit("/", 1)[-1], []).append((s["start"], s["end"]))
@@ -299,3 +299,41 @@ def test_automodel_generate_with_question(model_dir, audio, tmp_path):
     assert "text" in plain[0] and "embedding" in plain[0]
     with torch.no_grad(), pytest.raises(ValueError, match="empty"):
         am.generate(input=str(audio / "c0.wav"), question="")
+
+
+def test_metadata_where_delete_and_the_faiss_store(retriever, audio, tmp_path):
+    from funasr_clsr.retrieval import FilterError, LanceSegmentStore, RecordingNotFoundError, SegmentIndex
+    from funasr_clsr.retrieval.pipeline import read_list_file
+
+    lst = tmp_path / "talks.scp"
+    lst.write_text(f'c2 {audio / "c2.wav"} {{"title": "Two", "date": "2026-02-01", "speaker": "Ada"}}\n'
+                   f'c5 {audio / "c5.wav"}\n'
+                   f'{audio / "c6.wav"} {{"speaker": "Bob", "tags": ["x"]}}\n')
+    items = read_list_file(lst)
+    assert [(r, m) for r, _, m in items] == [("c2", {"title": "Two", "date": "2026-02-01", "speaker": "Ada"}),
+                                             ("c5", None), (None, {"speaker": "Bob", "tags": ["x"]})]
+    report = retriever.index_recordings(items, tmp_path / "idx", progress=False, meta={"speaker": "Cy"})
+    assert report["num_recordings"] == 3 and report["failed"] == []
+    store = LanceSegmentStore.load(tmp_path / "idx")
+    assert [r["meta"].get("speaker") for r in store.list_recordings()] == ["Ada", "Cy", "Bob"]
+    hits = retriever.query(store, question_wavs=[audio / "c2.wav"], top_k=3, where="speaker != 'Ada'")[0]
+    assert {h["recording_id"] for h in hits} == {"c5", str((audio / "c6.wav").resolve())}
+    top = retriever.query(tmp_path / "idx", question_wavs=[audio / "c2.wav"], top_k=1)[0][0]
+    assert (top["recording_id"], top["meta"]["title"], top["score"]) == ("c2", "Two", pytest.approx(1.0, abs=1e-4))
+    with pytest.raises(FilterError, match="no column 'room'"):
+        retriever.query(store, QUESTIONS[0], where="room = 1")
+    assert retriever.delete(tmp_path / "idx", ["c2"]) == 1 and "c2" not in store
+    with pytest.raises(RecordingNotFoundError, match="'c2'"):
+        retriever.delete(store, ["c5", "c2"])
+    assert "c5" in store
+    bad = tmp_path / "bad.scp"
+    bad.write_text(f"c1 {audio / 'c1.wav'} {{not json}}\n")
+    with pytest.raises(ValueError, match="bad.scp:1: the last column looks like metadata but is not a JSON"):
+        read_list_file(bad)
+    # the FAISS store, by explicit choice: same results, saved after each recording
+    report = retriever.index_recordings(items[:2], tmp_path / "faiss", progress=False, store="faiss")
+    faiss = retriever.open_index(tmp_path / "faiss", store="faiss")
+    assert isinstance(faiss, SegmentIndex) and report["num_segments"] == 2 and faiss.recording_meta["c2"]["title"] == "Two"
+    assert retriever.query(faiss, question_wavs=[audio / "c2.wav"], top_k=1)[0][0]["recording_id"] == "c2"
+    assert retriever.delete(tmp_path / "faiss", "c5", store="faiss") == 1
+    assert len(SegmentIndex.load(tmp_path / "faiss")) == 1
