@@ -522,3 +522,14 @@ class CLSR(Paraformer):
             results.append(item)
         meta = {"load_data": f"{t1 - t0:0.3f}", "batch_data_time": max(seconds, 1e-6)}
         return results, meta
+
+    # ------------------------------------------------------------------ export
+    def export(self, **kwargs):
+        """FunASR's export hook: ``AutoModel(model=DIR).export(type="onnx", quantize=True)`` or
+        ``funasr-export ++model=DIR ++type=onnx ++quantize=true`` write the speech branch
+        (features -> unit vector + token ids) as ``model.onnx`` and the text encoder as
+        ``model_eb.onnx`` (``*_quant.onnx`` int8) into the model directory
+        (models/clsr/export_meta.py; docs/export.md). The model itself is left as it was."""
+        from funasr_clsr.models.clsr.export_meta import export_rebuild_model
+
+        return export_rebuild_model(self, **kwargs)

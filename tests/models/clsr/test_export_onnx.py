@@ -1,0 +1,223 @@
+"""ONNX export the FunASR way (CLSR.export -> funasr.utils.export_utils) and the onnxruntime backend.
+
+Models are trained for a few steps first: an untrained decoder's logits sit near ties, so int8
+noise flips its argmax tokens (the VQ adaptor's forward is an argmax), which says nothing about
+the export. Trained, the int8 graphs stay within cosine 0.99 of torch, fp32 within 1e-4.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import yaml
+
+from clsr_testing import CONTEXTS, QUESTIONS, build_tiny, tiny_config, tone_speech, training_batch
+
+SR = 16000
+TRAIN_STEPS = 30
+TINY_WHISPER = {"d_model": 32, "encoder_layers": 2, "encoder_attention_heads": 2, "encoder_ffn_dim": 64,
+                "num_mel_bins": 80, "max_source_positions": 100}  # 2 s windows
+
+
+def _train(am, jsonl, steps: int = TRAIN_STEPS):
+    m = am.model
+    batch = training_batch(am, jsonl)
+    opt = torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=3e-3)
+    m.train()
+    for _ in range(steps):
+        loss, _, _ = m(**batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return m.eval()
+
+
+def _whisper_config() -> dict:
+    """The Whisper mini config's shape at toy size: 25 frames/s (output_stride 2), CTC read-out."""
+    cfg = tiny_config()
+    cfg["encoder"] = "WhisperAudioEncoder"
+    cfg["encoder_conf"] = {"whisper_config": TINY_WHISPER, "freeze": True, "output_stride": 2, "max_windows": 4}
+    cfg["frontend"] = "WhisperLogMelFrontend"
+    cfg["frontend_conf"] = {"fs": SR, "n_mels": 80}
+    cfg["predictor_conf"]["idim"] = TINY_WHISPER["d_model"]
+    cfg["model_conf"].update(ctc_weight=0.3, sampling_ratio=0.0, ctc_readout=True, mwer_weight=0.0)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def sanm_dir(pair_dir, tmp_path_factory):
+    """A trained tiny SAN-M CLSR model directory, exported with AutoModel(...).export(quantize=True)."""
+    from funasr import AutoModel
+
+    from funasr_clsr.bin.compute_cmvn import DEFAULT_FRONTEND, compute_stats, write_am_mvn
+    from funasr_clsr.export import export_model_dir
+
+    root = tmp_path_factory.mktemp("sanm")
+    cmvn = root / "am.mvn"
+    write_am_mvn(cmvn, *compute_stats([tone_speech(c, seed=i) for i, c in enumerate(CONTEXTS)], DEFAULT_FRONTEND)[:2])
+    m = _train(build_tiny(frontend_cmvn=str(cmvn)), pair_dir / "text_q.jsonl")
+    out = export_model_dir(tiny_config(str(cmvn)), m, root / "model")
+    am = AutoModel(model=str(out), device="cpu", disable_update=True, log_level="ERROR")
+    before = am.model.encode_speech([str(pair_dir / "ctx0.wav")])
+    assert am.export(type="onnx", quantize=True) == str(out)
+    # the export worked on a copy: the loaded model still runs as before
+    torch.testing.assert_close(am.model.encode_speech([str(pair_dir / "ctx0.wav")]), before)
+    return out, am.model
+
+
+@pytest.fixture(scope="module")
+def whisper_dir(pair_dir, tmp_path_factory):
+    """A trained tiny Whisper-encoder CLSR model directory, exported by FunASR's ``funasr-export`` CLI."""
+    import funasr_clsr  # noqa: F401
+    from funasr import AutoModel
+
+    from funasr_clsr.export import export_model_dir
+
+    cfg = _whisper_config()
+    torch.manual_seed(0)
+    am = AutoModel(**cfg, device="cpu", disable_update=True, log_level="ERROR", seed=0)
+    m = _train(am, pair_dir / "text_q.jsonl")
+    root = tmp_path_factory.mktemp("whisper")
+    out = export_model_dir(cfg, m, root / "model")
+    # FunASR's own CLI; cwd: Hydra writes its outputs/ folder there
+    proc = subprocess.run([str(Path(sys.executable).parent / "funasr-export"), f"++model={out}", "++type=onnx",
+                           "++quantize=true"], capture_output=True, text=True, timeout=300, cwd=root)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    back = AutoModel(model=str(out), device="cpu", disable_update=True, log_level="ERROR").model
+    return out, back
+
+
+def _inputs(pair_dir):
+    """The eight training contexts (files) and longer arrays: two contexts, and five (past a 2 s window)."""
+    longer = [tone_speech(" ".join(CONTEXTS[i:i + 2]), seed=20 + i) for i in range(0, 8, 2)]
+    return [str(pair_dir / f"ctx{i}.wav") for i in range(8)] + longer + [tone_speech(" ".join(CONTEXTS[:5]), seed=9)]
+
+
+def _cosines(a, b) -> np.ndarray:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+@pytest.mark.parametrize("which", ["sanm", "whisper"])
+def test_onnx_embeddings_match_torch_fp32_and_int8(which, sanm_dir, whisper_dir, pair_dir):
+    from funasr_clsr.onnx_runtime import OnnxCLSR
+
+    out, model = sanm_dir if which == "sanm" else whisper_dir
+    for name in ("model.onnx", "model_quant.onnx", "model_eb.onnx", "model_eb_quant.onnx"):
+        assert (out / name).is_file(), name
+    inputs = _inputs(pair_dir)
+    ref, ref_text = model.encode_speech(inputs, batch_size=5, return_text=True)
+    ref_q = model.encode_text(QUESTIONS)
+    ref_c = model.encode_text(CONTEXTS, is_query=False)
+    for quantize, floor in ((False, 0.9999), (True, 0.99)):
+        onnx = OnnxCLSR(out, quantize=quantize, intra_op_num_threads=1)
+        vec, text = onnx.encode_speech(inputs, batch_size=5, return_text=True)
+        assert vec.shape == ref.shape and vec.dtype == np.float32
+        cos = _cosines(vec, ref.numpy())
+        assert cos.min() >= floor, (quantize, np.round(cos, 4))
+        if not quantize:
+            assert text == ref_text  # same argmax tokens, same transcripts
+        np.testing.assert_allclose(np.linalg.norm(vec, axis=1), 1.0, atol=1e-5)
+        assert _cosines(onnx.encode_text(QUESTIONS), ref_q.numpy()).min() >= floor
+        assert _cosines(onnx.encode_text(CONTEXTS, is_query=False), ref_c.numpy()).min() >= floor
+        # batching does not change a vector (each item is encoded on its own frames)
+        alone = onnx.encode_speech(inputs[-1:])
+        assert _cosines(alone, vec[-1:]).min() >= (0.99999 if not quantize else 0.99)
+    assert onnx.encode_speech([]).shape == (0, ref.shape[1])
+
+
+def test_metadata_names_the_source_model_and_what_the_runtime_needs(sanm_dir):
+    import onnxruntime as ort
+
+    from funasr_clsr.hub import model_identity
+    from funasr_clsr.models.clsr.export_meta import ONNX_FORMAT_VERSION
+
+    out, model = sanm_dir
+    speech = ort.InferenceSession(str(out / "model_quant.onnx")).get_modelmeta().custom_metadata_map
+    text = ort.InferenceSession(str(out / "model_eb.onnx")).get_modelmeta().custom_metadata_map
+    assert json.loads(speech["clsr_onnx_format"]) == ONNX_FORMAT_VERSION
+    assert (json.loads(speech["model_id"]), json.loads(speech["model_version"])) == model_identity(out)
+    assert json.loads(speech["branch"]) == "speech" and json.loads(speech["encoder"]) == "SANMEncoder"
+    assert json.loads(text["max_length"]) == model.text_encoder.max_length
+    sess = ort.InferenceSession(str(out / "model.onnx"))
+    assert [i.name for i in sess.get_inputs()] == ["speech", "speech_lengths"]
+    assert [o.name for o in sess.get_outputs()] == ["embedding", "token_ids", "token_num"]
+
+
+def test_index_and_query_with_the_onnx_backend(sanm_dir, pair_dir, tmp_path, capsys):
+    """funasr-clsr index/query --backend onnx: the torch backend's index identity and answers."""
+    from funasr_clsr.bin.cli import main
+    from funasr_clsr.onnx_runtime import OnnxCLSR
+    from funasr_clsr.retrieval.pipeline import LongFormRetriever
+
+    out, _ = sanm_dir
+    clips = [tone_speech(c, seed=i) for i, c in enumerate(CONTEXTS)]
+    sf.write(tmp_path / "talk.wav", np.concatenate([np.pad(x, (0, 2 * SR - len(x))) for x in clips]), SR)
+    torch_retriever = LongFormRetriever(str(out), window_s=2.0)
+    onnx_retriever = LongFormRetriever(OnnxCLSR(out, quantize=True), window_s=2.0)
+    assert (onnx_retriever.model_id, onnx_retriever.model_version) == \
+        (torch_retriever.model_id, torch_retriever.model_version)  # one model, either backend
+    torch_retriever.index_recordings([tmp_path / "talk.wav"], tmp_path / "torch_idx", progress=False)
+    wav_q = ["--question-wav", str(pair_dir / "ctx3.wav")]
+    expected = torch_retriever.query(tmp_path / "torch_idx", QUESTIONS, top_k=1, question_wavs=wav_q[1:])
+    capsys.readouterr()  # loading notices
+    argv = ["--model", str(out), "--index", str(tmp_path / "idx"), "--backend", "onnx", "--json"]
+    rc = main(["index", *argv, "--window", "2", "--no-progress", str(tmp_path / "talk.wav")])
+    report = json.loads(capsys.readouterr().out)
+    assert rc == 0 and report["num_segments"] == 8 and report["model_id"] == torch_retriever.model_id
+    for extra in ([], ["--quantize"]):
+        rc = main(["query", *argv, *extra, *QUESTIONS, *wav_q, "--top-k", "1"])
+        answers = [a["hits"][0] for a in json.loads(capsys.readouterr().out)]
+        assert rc == 0 and len(answers) == len(expected) == 9
+        if not extra:  # fp32: the same segments with the same scores
+            assert [a["start"] for a in answers] == [e[0]["start"] for e in expected]
+            np.testing.assert_allclose([a["score"] for a in answers], [e[0]["score"] for e in expected], atol=1e-4)
+        else:  # int8: where it picks another segment, that one scored within the int8 noise of torch's pick
+            np.testing.assert_allclose([a["score"] for a in answers], [e[0]["score"] for e in expected], atol=0.02)
+
+
+def test_bad_exports_and_stale_or_foreign_onnx_files_are_one_line_errors(sanm_dir, tmp_path, capsys):
+    import shutil
+
+    from funasr_clsr.bin.cli import main
+    from funasr_clsr.models.clsr.export_meta import ExportError, stamp_metadata
+    from funasr_clsr.onnx_runtime import OnnxCLSR, OnnxModelError
+
+    out, model = sanm_dir
+    with pytest.raises(ExportError, match="supports the encoders SANMEncoder, WhisperAudioEncoder; .*'ConformerEncoder'"):
+        model.export(type="onnx", encoder="ConformerEncoder", output_dir=str(tmp_path))
+    with pytest.raises(ExportError, match="format version 2, this funasr_clsr reads version 1"):
+        model.export(type="onnx", clsr_format_version=2, output_dir=str(tmp_path))
+    with pytest.raises(ExportError, match="type='onnx' only"):
+        model.export(type="torchscript", output_dir=str(tmp_path))
+
+    work = tmp_path / "model"
+    shutil.copytree(out, work)
+    for name in ("model_quant.onnx", "model_eb_quant.onnx"):
+        (work / name).unlink()
+    with pytest.raises(FileNotFoundError, match=r"no model_quant.onnx / model_eb_quant.onnx; export it first"):
+        OnnxCLSR(work, quantize=True)
+    stamp_metadata(work / "model.onnx", {"clsr_onnx_format": 99, "funasr_clsr_version": "9.9"})
+    with pytest.raises(OnnxModelError, match="ONNX format 99, this funasr_clsr reads format 1: re-export"):
+        OnnxCLSR(work)
+    shutil.copy2(out / "model.onnx", work / "model.onnx")
+    state = torch.load(work / "model.pt", weights_only=True)
+    state["state_dict"]["decoder.output_layer.weight"] += 1.0
+    torch.save(state, work / "model.pt")  # the model changed after its export
+    with pytest.raises(OnnxModelError, match="exported from another model .* re-export it"):
+        OnnxCLSR(work)
+    (work / "model.onnx").write_bytes(b"not onnx")
+    with pytest.raises(OnnxModelError, match="not a loadable ONNX model"):
+        OnnxCLSR(work)
+    cfg = yaml.safe_load((work / "config.yaml").read_text())
+    cfg["clsr_format_version"] = 2
+    (work / "config.yaml").write_text(yaml.safe_dump(cfg))
+    rc = main(["query", "--model", str(work), "--index", str(tmp_path / "idx"), "--backend", "onnx", "who"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "format version 2, this funasr_clsr reads version 1" in err[0]
