@@ -65,7 +65,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["funasr_clsr", "funasr_clsr.*"]),
     include_package_data=True,
-    package_data={"funasr_clsr": ["conf/*.yaml"]},
+    package_data={"funasr_clsr": ["conf/*.yaml", "serve/static/*"]},
     install_requires=install_requires,
     extras_require=extras_require,
     entry_points={
