@@ -1,8 +1,13 @@
 """``funasr-clsr``: index long recordings, query them, cut clips, export and publish models.
 
-    funasr-clsr index   --model DIR --index talks.idx talk1.wav talk2.wav [--list wav.scp]
+    funasr-clsr index   --model DIR --index talks.idx talk1.wav talk2.wav [--list wav.scp] [--meta JSON]
+    funasr-clsr index   --model DIR --index talks.idx --list all.scp --ray ray://head:10001 --num-workers 8
     funasr-clsr query   --model DIR --index talks.idx "Who founded the city?" [--question-wav q.wav] --top-k 3
+    funasr-clsr query   --model DIR --index talks.idx "Who?" --where "date >= '2026-01-01' AND speaker = 'Ada'"
     funasr-clsr clips   --model DIR --index talks.idx "Who founded the city?" --out clips/
+    funasr-clsr list    --index talks.idx [--json]
+    funasr-clsr delete  --index talks.idx RECORDING_ID [RECORDING_ID ...]
+    funasr-clsr migrate --index old_faiss.idx [--out new.idx]
     funasr-clsr export  --exp exp/clsr --checkpoint best --out exp/clsr/model [--cmvn am.mvn]
     funasr-clsr publish exp/clsr/model --repo-id owner/name [--results RESULTS.md] [--local]
 
@@ -56,34 +61,65 @@ def _emit(args, payload: Any, text: str) -> None:
 def _retriever(args, **kwargs):
     from funasr_clsr.retrieval.pipeline import LongFormRetriever
 
-    return LongFormRetriever(args.model, batch_size=args.batch_size, device=args.device, **kwargs)
+    model = args.model
+    if getattr(args, "backend", "torch") == "onnx":  # the exported graphs on onnxruntime (docs/export.md)
+        from funasr_clsr.onnx_runtime import OnnxCLSR
+
+        model = OnnxCLSR(args.model, quantize=args.quantize)
+    return LongFormRetriever(model, batch_size=args.batch_size, device=args.device, **kwargs)
 
 
-def _recordings(args) -> list[tuple[str | None, str]]:
+def _recordings(args) -> list[tuple[str | None, str, dict | None]]:
     from funasr_clsr.retrieval.pipeline import read_list_file
 
-    items: list[tuple[str | None, str]] = []
+    items: list[tuple[str | None, str, dict | None]] = []
     for lst in args.list or []:
         items += read_list_file(lst)
     for a in args.audio:
         if a.lower().endswith(LIST_SUFFIXES):
             items += read_list_file(a)
         else:
-            items.append((None, a))
+            items.append((None, a, None))
     if not items:
         raise CLIError("no recordings given: pass audio files and/or --list FILE")
     return items
+
+
+def _meta_arg(text: str | None) -> dict | None:
+    from funasr_clsr.retrieval.store import check_meta
+
+    if text is None:
+        return None
+    try:
+        return check_meta(text, "--meta")
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+
+
+def _open_store(path: str):
+    """An index directory opened without a model (list, delete): the identity comes from the index."""
+    from funasr_clsr.retrieval.store import LanceSegmentStore
+
+    return LanceSegmentStore.load(path)
 
 
 # --------------------------------------------------------------------------- commands
 
 
 def cmd_index(args) -> int:
+    meta = _meta_arg(args.meta)  # bad input fails before the model loads
     items = _recordings(args)
+    if args.ray is None and (args.num_workers is not None or args.num_gpus_per_worker is not None):
+        raise CLIError("--num-workers / --num-gpus-per-worker need --ray")
+    if args.ray is not None and args.store != "lance":
+        raise CLIError("--ray writes to the LanceDB store; drop --store faiss")
+    options = {} if args.ann_threshold is None else {"ann_threshold": args.ann_threshold}
     retriever = _retriever(args, window_s=args.window, overlap_s=args.overlap, segmenter=args.segmenter,
                            vad_model=args.vad_model)
     report = retriever.index_recordings(items, args.index, kind=args.kind, progress=not args.no_progress,
-                                        replace=args.replace)
+                                        replace=args.replace, meta=meta, store=args.store, ray=args.ray,
+                                        num_workers=args.num_workers or 2,
+                                        num_gpus_per_worker=args.num_gpus_per_worker or 0.0, **options)
     report.update(model_id=retriever.model_id, model_version=retriever.model_version)
     lines = [f"{args.index}: {report['num_segments']} segments from {report['num_recordings']} recordings "
              f"({len(report['indexed'])} indexed now, {len(report['skipped'])} skipped, "
@@ -101,8 +137,9 @@ def _query(args) -> tuple[Any, list[list[dict]]]:
     if not args.questions and not args.question_wav:
         raise CLIError("no question given: pass question text and/or --question-wav WAV")
     retriever = _retriever(args)
-    index = retriever.open_index(args.index)
-    hits = retriever.query(index, args.questions or None, top_k=args.top_k, question_wavs=args.question_wav)
+    index = retriever.open_index(args.index, store=args.store)
+    hits = retriever.query(index, args.questions or None, top_k=args.top_k, question_wavs=args.question_wav,
+                           where=args.where)
     return retriever, hits
 
 
@@ -123,6 +160,45 @@ def _hits_text(hits: list[list[dict]]) -> str:
 def cmd_query(args) -> int:
     _, hits = _query(args)
     _emit(args, [{"question": (q[0]["question"] if q else None), "hits": q} for q in hits], _hits_text(hits))
+    return 0
+
+
+def cmd_list(args) -> int:
+    store = _open_store(args.index)
+    recs = store.list_recordings()
+    seconds = sum(r["seconds"] for r in recs)
+    payload = {"index": str(args.index), "model_id": store.model_id, "model_version": store.model_version,
+               "embedding_dim": store.embedding_dim, "kind": store.kind, "num_recordings": len(recs),
+               "num_segments": sum(r["segments"] for r in recs), "hours": round(seconds / 3600, 4),
+               "recordings": [{**r, "hours": round(r["seconds"] / 3600, 4)} for r in recs]}
+    lines = [f"{args.index}: {len(recs)} recordings, {payload['num_segments']} segments, {seconds / 3600:.2f} hours "
+             f"(model {store.model_id} {store.model_version})"]
+    for r in recs:
+        meta = json.dumps(r["meta"], ensure_ascii=False) if r["meta"] else ""
+        lines.append(f"  {r['recording_id']}  {r['segments']} segments  {_hms(r['seconds'])}  {r['source']}"
+                     + (f"  {meta}" if meta else ""))
+    _emit(args, payload, "\n".join(lines))
+    return 0
+
+
+def cmd_delete(args) -> int:
+    store = _open_store(args.index)
+    counts = store.remove_many(args.recording_ids)
+    left = len(store)
+    _emit(args, {"index": str(args.index), "deleted": counts, "segments_deleted": sum(counts.values()),
+                 "num_segments": left},
+          f"{args.index}: deleted {len(counts)} recordings ({sum(counts.values())} segments); {left} segments left")
+    return 0
+
+
+def cmd_migrate(args) -> int:
+    from funasr_clsr.retrieval.store import migrate_faiss_index
+
+    res = migrate_faiss_index(args.index, out=args.out)
+    text = f"{args.index}: {res['segments']} segments of {res['recordings']} recordings -> LanceDB at {res['index']}"
+    if res["backup"]:
+        text += f" (the FAISS index is kept as {res['backup']})"
+    _emit(args, res, text)
     return 0
 
 
@@ -153,6 +229,20 @@ def cmd_publish(args) -> int:
           f"{'installed' if args.local else 'published'}: {where}")
     return 0
 
+
+def cmd_serve(args) -> int:
+    import uvicorn
+
+    from funasr_clsr.serve import API_KEY_ENV, create_app
+
+    retriever = _retriever(args, window_s=args.window)
+    app = create_app(retriever, args.index, uploads_dir=args.uploads, allowed_dirs=args.allowed_dir,
+                     max_upload_bytes=int(args.max_upload_mb * 2 ** 20), cors_origins=args.cors_origin)
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get(API_KEY_ENV):
+        logger.warning("serving on %s without %s: anyone who can reach it can index and search", args.host,
+                       API_KEY_ENV)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info" if args.verbose else "warning")
+    return 0
 
 # --------------------------------------------------------------------------- export
 
@@ -316,6 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="model directory, 'clsr' (short name; $FUNASR_CLSR_MODEL) or a hub id")
             p.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
             p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
+            p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                           help="onnx: the model dir's model.onnx/model_eb.onnx on onnxruntime (CPU; docs/export.md)")
+            p.add_argument("--quantize", action="store_true", help="with --backend onnx: the int8 *_quant.onnx files")
 
     p = sub.add_parser("index", help="index recordings (resumable: recordings already indexed are skipped)")
     common(p)
@@ -326,8 +419,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlap", type=float, default=0.0, help="overlap between fixed windows in seconds")
     p.add_argument("--segmenter", choices=("fixed", "vad"), default="fixed")
     p.add_argument("--vad-model", default=None, help="VAD model for --segmenter vad (default fsmn-vad)")
-    p.add_argument("--kind", choices=("flat", "ivf", "hnsw"), default="flat", help="FAISS index kind")
+    p.add_argument("--store", choices=("lance", "faiss"), default="lance",
+                   help="lance (default): a LanceDB table; faiss: the older in-memory FAISS format")
+    p.add_argument("--kind", choices=("flat", "ivf", "hnsw"), default=None,
+                   help="ANN index: lance hnsw (IVF-HNSW-SQ, default), ivf (IVF-PQ), flat (exact only); "
+                        "faiss flat (default), ivf, hnsw. Kept from an existing index")
+    p.add_argument("--ann-threshold", type=int, default=None,
+                   help="lance: build the ANN index once the table holds this many segments (default 100000; "
+                        "set when the index is created)")
+    p.add_argument("--meta", default=None,
+                   help='metadata (a JSON object) for the recordings without their own in a list file, e.g. '
+                        '\'{"title": "...", "date": "2026-03-01", "speaker": "Ada", "tags": ["physics"]}\'')
     p.add_argument("--replace", action="store_true", help="re-index recordings already in the index")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="encode on Ray: no value or 'local' (this machine), 'auto' (the cluster joined with "
+                        "`ray start`), or ray://host:10001")
+    p.add_argument("--num-workers", type=int, default=None, help="with --ray: encoder actors (default 2)")
+    p.add_argument("--num-gpus-per-worker", type=float, default=None,
+                   help="with --ray: GPUs per actor (default 0: CPU); fractions share a GPU")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_index)
 
@@ -339,9 +448,30 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--question-wav", action="append", default=[], help="a spoken question (repeatable)")
         p.add_argument("--index", required=True, help="index directory")
         p.add_argument("--top-k", type=int, default=5 if name == "query" else 3)
+        p.add_argument("--where", default=None,
+                       help="search only matching segments (SQL), e.g. \"date >= '2026-01-01' AND speaker = 'Ada'\", "
+                            "\"recording_id IN ('a', 'b')\", \"start >= 600 AND end <= 1200\"")
+        p.add_argument("--store", choices=("lance", "faiss"), default="lance", help="the index's format")
         if name == "clips":
             p.add_argument("--out", required=True, help="output folder for the clips and manifest.json")
         p.set_defaults(func=func)
+
+    p = sub.add_parser("list", help="recordings in an index: segments, hours, metadata")
+    common(p, model=False)
+    p.add_argument("--index", required=True, help="index directory")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("delete", help="remove recordings from an index (all must be there)")
+    common(p, model=False)
+    p.add_argument("--index", required=True, help="index directory")
+    p.add_argument("recording_ids", nargs="+", metavar="RECORDING_ID", help="ids as `list` shows them")
+    p.set_defaults(func=cmd_delete)
+
+    p = sub.add_parser("migrate", help="convert a FAISS index directory (the format before LanceDB) into LanceDB")
+    common(p, model=False)
+    p.add_argument("--index", required=True, help="the FAISS index directory (converted in place; kept as DIR.faiss-v1)")
+    p.add_argument("--out", default=None, help="write the LanceDB index here instead, leaving --index as it is")
+    p.set_defaults(func=cmd_migrate)
 
     p = sub.add_parser("export", help="export a training output dir as a self-contained model dir")
     common(p, model=False)
@@ -371,6 +501,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--license", default=DEFAULT_LICENSE)
     p.add_argument("--language", default="en")
     p.set_defaults(func=cmd_publish)
+
+    p = sub.add_parser("serve", help="HTTP API and web page over an index (docs/serve.md); key: $FUNASR_CLSR_API_KEY")
+    common(p)
+    p.add_argument("--index", required=True, help="index directory (created when missing)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--window", type=float, default=40.0, help="window length in seconds for new recordings")
+    p.add_argument("--uploads", help="folder for uploaded recordings (default: <index>.uploads next to the index)")
+    p.add_argument("--allowed-dir", action="append", default=[],
+                   help="a directory whose files requests may name by path (repeatable; default: none)")
+    p.add_argument("--max-upload-mb", type=float, default=512.0, help="largest upload accepted (MiB)")
+    p.add_argument("--cors-origin", action="append", default=[], help="an origin allowed to call the API (repeatable)")
+    p.set_defaults(func=cmd_serve)
     return ap
 
 

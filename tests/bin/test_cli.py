@@ -102,7 +102,7 @@ def test_errors_are_one_line_with_exit_code_2(tiny, audio, tmp_path, capsys):
     rc, out, err = run(capsys, "query", "--model", model, "--index", tmp_path / "none", "who")
     assert rc == 2 and out == ""
     assert err.strip().splitlines() == [f"funasr-clsr query: error: {tmp_path / 'none'}: no segment index here "
-                                        f"(missing index.json)"]
+                                        f"(missing segments.lance)"]
     rc, _, err = run(capsys, "query", "--model", tmp_path, "--index", tmp_path / "none", "who")
     assert rc == 2 and "not a CLSR model directory" in last_line(err)
     idx = tmp_path / "idx"
@@ -124,6 +124,54 @@ def test_errors_are_one_line_with_exit_code_2(tiny, audio, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         run(capsys, "index", "--model", model)  # argparse: --index is required
     assert exc.value.code == 2
+
+
+def test_list_delete_meta_where_and_migrate(tiny, audio, tmp_path, capsys):
+    model = tiny[3]
+    idx = tmp_path / "idx"
+    lst = tmp_path / "talks.scp"
+    lst.write_text(f't2 {audio / "talk2.wav"} {{"title": "Second", "date": "2026-02-01", "speaker": "Ada"}}\n')
+    rc, _, err = run(capsys, "index", "--model", model, "--index", idx, "--meta", "[1, 2]", lst)
+    assert rc == 2 and last_line(err) == "funasr-clsr index: error: --meta must be a JSON object " \
+        '({"title": ..., "date": ...}), got list' and not idx.exists()
+    rc, _, err = run(capsys, "index", "--model", model, "--index", idx, "--num-workers", 2, lst)
+    assert rc == 2 and "--num-workers / --num-gpus-per-worker need --ray" in last_line(err)
+    rc, out, err = run(capsys, "index", "--model", model, "--index", idx, "--window", 2, "--no-progress", lst,
+                       audio / "talk1.wav", "--meta", '{"speaker": "Bob", "tags": ["x"]}')
+    assert rc == 0, err
+    rc, out, err = run(capsys, "list", "--index", idx, "--json")
+    assert rc == 0, err
+    doc = json.loads(out)
+    assert doc["num_recordings"] == 2 and doc["num_segments"] == 6 and doc["hours"] == pytest.approx(12 / 3600, abs=1e-4)
+    assert [(r["recording_id"], r["segments"], r["meta"].get("speaker")) for r in doc["recordings"]] == \
+        [("t2", 3, "Ada"), (str((audio / "talk1.wav").resolve()), 3, "Bob")]
+    rc, out, _ = run(capsys, "list", "--index", idx)
+    assert rc == 0 and out.startswith(f"{idx}: 2 recordings, 6 segments") and '"title": "Second"' in out
+    rc, out, err = run(capsys, "query", "--model", model, "--index", idx, "--question-wav", audio / "c4.wav",
+                       "--where", "speaker = 'Bob' AND start >= 2", "--top-k", 5, "--json")
+    assert rc == 0, err
+    hits = json.loads(out)[0]["hits"]
+    assert len(hits) == 2 and {h["meta"]["speaker"] for h in hits} == {"Bob"} and min(h["start"] for h in hits) >= 2
+    for where, msg in [("speaker == ", "does not parse"), ("room = 1", "no column 'room'")]:
+        rc, out, err = run(capsys, "query", "--model", model, "--index", idx, "who", "--where", where)
+        assert rc == 2 and out == "" and msg in last_line(err) and len(err.strip().splitlines()) == 1
+    rc, out, err = run(capsys, "delete", "--index", idx, "t2", "nobody")
+    assert rc == 2 and "not in the index: 'nobody'; nothing was deleted" in last_line(err)
+    rc, out, err = run(capsys, "delete", "--index", idx, "t2", "--json")
+    assert rc == 0 and json.loads(out)["deleted"] == {"t2": 3} and json.loads(out)["num_segments"] == 3
+    # a FAISS index of the previous version: refused with the command, then migrated
+    from funasr_clsr.retrieval.pipeline import LongFormRetriever
+
+    old = tmp_path / "old"
+    LongFormRetriever(str(model), window_s=2.0).index_recordings([("t2", audio / "talk2.wav")], old,
+                                                                  progress=False, store="faiss")
+    rc, _, err = run(capsys, "query", "--model", model, "--index", old, "who")
+    assert rc == 2 and f"convert it with `funasr-clsr migrate --index {old}`" in last_line(err)
+    rc, out, err = run(capsys, "migrate", "--index", old, "--json")
+    assert rc == 0 and json.loads(out)["segments"] == 3, err
+    rc, out, err = run(capsys, "query", "--model", model, "--index", old, "--question-wav", audio / "c4.wav",
+                       "--top-k", 1, "--json")
+    assert rc == 0 and json.loads(out)[0]["hits"][0]["start"] == 2.0, err
 
 
 def _exp_dir(tiny, root, rel_tokens=False):
