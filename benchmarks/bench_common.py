@@ -339,3 +339,32 @@ def fmt_s(x: float | None) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "-"
     return f"{x:.3f}" if x < 10 else f"{x:.1f}"
+
+
+def run_timed_benchmark(args, run: Callable[[Any, Path, dict], dict], prefix: str,
+                        noisy: Sequence[str] = ("transformers", "funasr", "root")) -> dict:
+    """The shared ``main()`` of the timing scripts: quiet library logs, ``args.threads`` torch
+    threads, a work directory (``args.work``, else a temporary one removed afterwards) and the
+    report header; ``run(args, work, report)`` does the measuring."""
+    import logging
+    import shutil
+    import tempfile
+    import warnings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    for name in noisy:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import torch
+
+    torch.set_num_threads(args.threads)
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix=prefix))
+    work.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {"command": command_line(), "machine": machine_info(args.threads),
+                              "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
+    try:
+        return run(args, work, report)
+    finally:
+        if not args.work:
+            shutil.rmtree(work, ignore_errors=True)

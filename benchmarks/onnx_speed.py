@@ -32,7 +32,6 @@ import argparse
 import logging
 import math
 import os
-import shutil
 import sys
 import time
 import warnings
@@ -236,26 +235,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> dict:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    for noisy in ("transformers", "funasr", "root", "onnxruntime"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import tempfile
-
-    import torch
-
-    torch.set_num_threads(args.threads)
-    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="clsr_onnx_speed_"))
-    work.mkdir(parents=True, exist_ok=True)
-    report: dict[str, Any] = {"command": bc.command_line(), "machine": bc.machine_info(args.threads),
-                              "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
-    try:
-        return _run(args, work, report)
-    finally:
-        if not args.work:
-            shutil.rmtree(work, ignore_errors=True)
+    return bc.run_timed_benchmark(parse_args(argv), _run, "clsr_onnx_speed_", noisy=("transformers", "funasr", "root", "onnxruntime"))
 
 
 def _run(args, work: Path, report: dict) -> dict:

@@ -50,9 +50,7 @@ import json
 import logging
 import math
 import os
-import shutil
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -628,24 +626,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> dict:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    for noisy in ("transformers", "faster_whisper", "funasr", "root"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import torch
-
-    torch.set_num_threads(args.threads)
-    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="clsr_speed_"))
-    work.mkdir(parents=True, exist_ok=True)
-    report: dict[str, Any] = {"command": bc.command_line(), "machine": bc.machine_info(args.threads),
-                              "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
-    try:
-        return _run(args, work, report)
-    finally:
-        if not args.work:
-            shutil.rmtree(work, ignore_errors=True)
+    return bc.run_timed_benchmark(parse_args(argv), _run, "clsr_speed_", noisy=("transformers", "faster_whisper", "funasr", "root"))
 
 
 def _run(args, work: Path, report: dict) -> dict:
