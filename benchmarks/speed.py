@@ -177,12 +177,8 @@ def funasr_stock_paths(model):
     return stock.eval()
 
 
-def profile_clsr(model, clips: list[np.ndarray], n_tokens: int | None) -> dict[str, float]:
-    """Seconds spent in each stage of one ``encode_speech`` call (timers around the model's own
-    methods: fbank, encoder, CIF, decoder, VQ adaptor, text encoder)."""
-    spent: dict[str, float] = {}
-    te = model.text_encoder
-
+def stage_timer(spent: dict[str, float]):
+    """``timed(name, fn)``: ``fn`` wrapped to add its wall time to ``spent[name]``."""
     def timed(name, fn):
         def wrapper(*a, **k):
             t0 = time.perf_counter()
@@ -191,6 +187,15 @@ def profile_clsr(model, clips: list[np.ndarray], n_tokens: int | None) -> dict[s
             finally:
                 spent[name] = spent.get(name, 0.0) + time.perf_counter() - t0
         return wrapper
+    return timed
+
+
+def profile_clsr(model, clips: list[np.ndarray], n_tokens: int | None) -> dict[str, float]:
+    """Seconds spent in each stage of one ``encode_speech`` call (timers around the model's own
+    methods: fbank, encoder, CIF, decoder, VQ adaptor, text encoder)."""
+    spent: dict[str, float] = {}
+    timed = stage_timer(spent)
+    te = model.text_encoder
 
     with forced_token_count(model, n_tokens):
         patches = {"_features": model._features, "encode": model.encode, "calc_predictor": model.calc_predictor,
@@ -442,16 +447,7 @@ def profile_fw(task: Callable[[], Any], model, te) -> dict[str, float]:
     (``WhisperModel.encode``, which both the sequential and the batched path call), the text
     encoder, and the rest (autoregressive decoding and faster-whisper's own bookkeeping)."""
     spent: dict[str, float] = {}
-
-    def timed(name, fn):
-        def wrapper(*a, **k):
-            t0 = time.perf_counter()
-            try:
-                return fn(*a, **k)
-            finally:
-                spent[name] = spent.get(name, 0.0) + time.perf_counter() - t0
-        return wrapper
-
+    timed = stage_timer(spent)
     fe = model.feature_extractor
     plain = type(fe)
 
