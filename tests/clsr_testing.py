@@ -88,3 +88,28 @@ def recall_at_1(q, c) -> float:
     import torch
 
     return float(((q @ c.t()).argmax(1) == torch.arange(len(q))).float().mean())
+
+
+def tiny_cmvn(path) -> Path:
+    """am.mvn over the contexts' tone speech, written by the package's own CMVN code."""
+    from funasr_clsr.bin.compute_cmvn import DEFAULT_FRONTEND, compute_stats, write_am_mvn
+
+    mean, std, _ = compute_stats([tone_speech(c, seed=i) for i, c in enumerate(CONTEXTS)], DEFAULT_FRONTEND)
+    write_am_mvn(Path(path), mean, std)
+    return Path(path)
+
+
+def export_tiny_model_dir(root) -> Path:
+    """An untrained tiny CLSR exported as a model directory ``root/model`` (with ``root/am.mvn``)."""
+    from funasr_clsr.export import export_model_dir
+
+    cmvn = tiny_cmvn(Path(root) / "am.mvn")
+    am = build_tiny(frontend_cmvn=str(cmvn))
+    return export_model_dir(tiny_config(str(cmvn)), am.model, Path(root) / "model")
+
+
+def window_clip(i: int, window_s: float, sr: int = 16000) -> np.ndarray:
+    """Context ``i``'s tone speech zero-padded to exactly one window of ``window_s`` seconds."""
+    x = tone_speech(CONTEXTS[i], seed=i)
+    assert len(x) < window_s * sr
+    return np.pad(x, (0, int(window_s * sr) - len(x)))

@@ -11,7 +11,7 @@ import threading
 import pytest
 import torch
 
-from clsr_testing import CONTEXTS, QUESTIONS, build_tiny, tiny_config, tone_speech
+from clsr_testing import QUESTIONS, export_tiny_model_dir
 
 TOKEN = "ms-SECRET-7f3a9c-token"
 RESULTS_MD = """# Tiny results
@@ -24,14 +24,7 @@ RESULTS_MD = """# Tiny results
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from funasr_clsr.bin.compute_cmvn import DEFAULT_FRONTEND, compute_stats, write_am_mvn
-    from funasr_clsr.export import export_model_dir
-
-    root = tmp_path_factory.mktemp("hub_model")
-    mean, std, _ = compute_stats([tone_speech(c, seed=i) for i, c in enumerate(CONTEXTS)], DEFAULT_FRONTEND)
-    write_am_mvn(root / "am.mvn", mean, std)
-    am = build_tiny(frontend_cmvn=str(root / "am.mvn"))
-    return export_model_dir(tiny_config(str(root / "am.mvn")), am.model, root / "model")
+    return export_tiny_model_dir(tmp_path_factory.mktemp("hub_model"))
 
 
 def _tree_digest(root):

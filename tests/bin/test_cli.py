@@ -13,7 +13,7 @@ import soundfile as sf
 import torch
 import yaml
 
-from clsr_testing import CONTEXTS, QUESTIONS, REPO, build_tiny, tiny_config, tone_speech
+from clsr_testing import CONTEXTS, QUESTIONS, REPO, build_tiny, tiny_cmvn, tiny_config, tone_speech
 
 SR = 16000
 
@@ -21,13 +21,10 @@ SR = 16000
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """(AutoModel of a tiny CLSR, its training-style config, am.mvn, exported model dir)."""
-    from funasr_clsr.bin.compute_cmvn import DEFAULT_FRONTEND, compute_stats, write_am_mvn
     from funasr_clsr.export import export_model_dir
 
     root = tmp_path_factory.mktemp("cli_model")
-    mean, std, _ = compute_stats([tone_speech(c, seed=i) for i, c in enumerate(CONTEXTS)], DEFAULT_FRONTEND)
-    cmvn = root / "am.mvn"
-    write_am_mvn(cmvn, mean, std)
+    cmvn = tiny_cmvn(root / "am.mvn")
     am = build_tiny(frontend_cmvn=str(cmvn))
     cfg = tiny_config(str(cmvn))
     return am, cfg, cmvn, export_model_dir(cfg, am.model, root / "model")

@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from clsr_testing import CONTEXTS, QUESTIONS, build_tiny, tiny_config, tone_speech
+from clsr_testing import QUESTIONS, export_tiny_model_dir, window_clip
 
 SR = 16000
 W = 2.0  # window length in the tests: every context clip is padded to exactly one window
@@ -19,14 +19,7 @@ W = 2.0  # window length in the tests: every context clip is padded to exactly o
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from funasr_clsr.bin.compute_cmvn import DEFAULT_FRONTEND, compute_stats, write_am_mvn
-    from funasr_clsr.export import export_model_dir
-
-    root = tmp_path_factory.mktemp("clsr_model")
-    mean, std, _ = compute_stats([tone_speech(c, seed=i) for i, c in enumerate(CONTEXTS)], DEFAULT_FRONTEND)
-    write_am_mvn(root / "am.mvn", mean, std)
-    am = build_tiny(frontend_cmvn=str(root / "am.mvn"))
-    return export_model_dir(tiny_config(str(root / "am.mvn")), am.model, root / "model")
+    return export_tiny_model_dir(tmp_path_factory.mktemp("clsr_model"))
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +30,7 @@ def retriever(model_dir):
 
 
 def clip(i: int) -> np.ndarray:
-    x = tone_speech(CONTEXTS[i], seed=i)
-    assert len(x) < W * SR
-    return np.pad(x, (0, int(W * SR) - len(x)))
+    return window_clip(i, W, SR)
 
 
 @pytest.fixture(scope="module")

@@ -9,27 +9,20 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from clsr_testing import CONTEXTS, build_tiny, tiny_config, tone_speech
+import clsr_testing
+from clsr_testing import export_tiny_model_dir
 
 SR = 16000
 W = 2.0  # window length: every context clip is padded to exactly one window
 
 
 def clip(i: int) -> np.ndarray:
-    x = tone_speech(CONTEXTS[i], seed=i)
-    return np.pad(x, (0, int(W * SR) - len(x)))
+    return clsr_testing.window_clip(i, W, SR)  # the module's name: a fixture below is called window_clip
 
 
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory):
-    from funasr_clsr.bin.compute_cmvn import DEFAULT_FRONTEND, compute_stats, write_am_mvn
-    from funasr_clsr.export import export_model_dir
-
-    root = tmp_path_factory.mktemp("serve_model")
-    mean, std, _ = compute_stats([tone_speech(c, seed=i) for i, c in enumerate(CONTEXTS)], DEFAULT_FRONTEND)
-    write_am_mvn(root / "am.mvn", mean, std)
-    am = build_tiny(frontend_cmvn=str(root / "am.mvn"))
-    return export_model_dir(tiny_config(str(root / "am.mvn")), am.model, root / "model")
+    return export_tiny_model_dir(tmp_path_factory.mktemp("serve_model"))
 
 
 @pytest.fixture(scope="session")

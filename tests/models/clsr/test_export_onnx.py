@@ -17,7 +17,7 @@ import soundfile as sf
 import torch
 import yaml
 
-from clsr_testing import CONTEXTS, QUESTIONS, build_tiny, tiny_config, tone_speech, training_batch
+from clsr_testing import CONTEXTS, QUESTIONS, build_tiny, tiny_cmvn, tiny_config, tone_speech, training_batch
 
 SR = 16000
 TRAIN_STEPS = 30
@@ -55,12 +55,10 @@ def sanm_dir(pair_dir, tmp_path_factory):
     """A trained tiny SAN-M CLSR model directory, exported with AutoModel(...).export(quantize=True)."""
     from funasr import AutoModel
 
-    from funasr_clsr.bin.compute_cmvn import DEFAULT_FRONTEND, compute_stats, write_am_mvn
     from funasr_clsr.export import export_model_dir
 
     root = tmp_path_factory.mktemp("sanm")
-    cmvn = root / "am.mvn"
-    write_am_mvn(cmvn, *compute_stats([tone_speech(c, seed=i) for i, c in enumerate(CONTEXTS)], DEFAULT_FRONTEND)[:2])
+    cmvn = tiny_cmvn(root / "am.mvn")
     m = _train(build_tiny(frontend_cmvn=str(cmvn)), pair_dir / "text_q.jsonl")
     out = export_model_dir(tiny_config(str(cmvn)), m, root / "model")
     am = AutoModel(model=str(out), device="cpu", disable_update=True, log_level="ERROR")
