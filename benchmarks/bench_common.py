@@ -126,6 +126,23 @@ def export_random_model(config: Path, te_dir: Path, out_dir: Path, seed: int = 0
                             readme="Random-weight CLSR for benchmarks (timings only; retrieves at chance).\n")
 
 
+RANDOM_MODELS = {  # kind -> (config, text encoder, what it is)
+    "tiny": ("clsr_tiny.yaml", lambda: TINY_TE, "tiny random model (conf/clsr_tiny.yaml, tests/fixtures/tiny_text_encoder)"),
+    "mini": ("clsr_mini_en.yaml", lambda: minilm_dir(),
+             "random-speech-branch mini model (conf/clsr_mini_en.yaml + all-MiniLM-L6-v2)"),
+}
+
+
+def random_model(kind: str, work: Path, seed: int = 0) -> tuple[Path, str]:
+    """``work/<kind>_random_model``: a random-weight CLSR (``tiny`` or ``mini``), exported once and then
+    reused; with a line saying what it is."""
+    config, te_dir, what = RANDOM_MODELS[kind]
+    d = work / f"{kind}_random_model"
+    if not (d / "model.pt").is_file():
+        export_random_model(REPO / "conf" / config, te_dir(), d, seed=seed)
+    return d, what
+
+
 def load_model_keep_threads(model_dir: Path):
     """``funasr_clsr.retrieval.pipeline.load_model`` without its side effect on torch's threads.
 

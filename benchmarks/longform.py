@@ -379,13 +379,8 @@ def main(argv=None) -> dict | None:
 
 
 def _resolve_model(args, work: Path) -> tuple[Path, str]:
-    if args.tiny:
-        d = work / "tiny_model"
-        if not (d / "model.pt").is_file():
-            bc.export_random_model(bc.REPO / "conf" / "clsr_tiny.yaml", bc.TINY_TE, d, seed=args.seed)
-        return d, "tiny random model (conf/clsr_tiny.yaml, tests/fixtures/tiny_text_encoder)"
-    if args.random_mini:
-        return random_mini(work, args.seed), "random-speech-branch mini model (conf/clsr_mini_en.yaml + all-MiniLM-L6-v2)"
+    if args.tiny or args.random_mini:
+        return bc.random_model("tiny" if args.tiny else "mini", work, args.seed)
     model = args.model or (RECIPE_MODEL if (RECIPE_MODEL / "model.pt").is_file() else None)
     if model is None:
         raise bc.BenchmarkInputError(f"no model: {RECIPE_MODEL} does not exist yet (run the mini recipe), pass "
@@ -393,13 +388,6 @@ def _resolve_model(args, work: Path) -> tuple[Path, str]:
     if not (Path(model) / "config.yaml").is_file():
         raise FileNotFoundError(f"{model}: not a CLSR model directory (no config.yaml)")
     return Path(model), f"model directory {model}"
-
-
-def random_mini(work: Path, seed: int) -> Path:
-    d = work / "random_mini_model"
-    if not (d / "model.pt").is_file():
-        bc.export_random_model(bc.REPO / "conf" / "clsr_mini_en.yaml", bc.minilm_dir(), d, seed=seed)
-    return d
 
 
 def _run(args, work: Path) -> dict:
@@ -447,7 +435,7 @@ def _run(args, work: Path) -> dict:
         mem_model = args.memory_model
         if mem_model is None:
             small = args.tiny or args.random_mini or _is_small(model)
-            mem_model = model_dir if small else random_mini(work, args.seed)
+            mem_model = model_dir if small else bc.random_model("mini", work, args.seed)[0]
         logger.info("memory: indexing a synthetic %g-hour file with %s", args.memory_hours, mem_model)
         report["memory"] = measure_memory(args, Path(mem_model), contexts, work)
         report["memory"]["model"] = str(mem_model)

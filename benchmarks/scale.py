@@ -191,16 +191,8 @@ def run_real(args, work: Path) -> dict[str, Any]:
     from funasr_clsr.retrieval.pipeline import LongFormRetriever
     from funasr_clsr.retrieval.store import LanceSegmentStore
 
-    if args.tiny:
-        model_dir = work / "tiny_model"
-        if not (model_dir / "model.pt").is_file():
-            bc.export_random_model(bc.REPO / "conf" / "clsr_tiny.yaml", bc.TINY_TE, model_dir, seed=args.seed)
-        what = "tiny random model (conf/clsr_tiny.yaml)"
-    elif args.random_mini:
-        model_dir = work / "random_mini_model"
-        if not (model_dir / "model.pt").is_file():
-            bc.export_random_model(bc.REPO / "conf" / "clsr_mini_en.yaml", bc.minilm_dir(), model_dir, seed=args.seed)
-        what = "random-speech-branch mini model (conf/clsr_mini_en.yaml + all-MiniLM-L6-v2)"
+    if args.tiny or args.random_mini:
+        model_dir, what = bc.random_model("tiny" if args.tiny else "mini", work, args.seed)
     else:
         model_dir = Path(args.model)
         what = f"model directory {model_dir}"

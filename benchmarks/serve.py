@@ -85,16 +85,8 @@ def write_recording(path: Path, minutes: float, seed: int) -> float:
 
 
 def resolve_model(args, work: Path) -> tuple[Path, str]:
-    if args.tiny:
-        d = work / "tiny_model"
-        if not (d / "model.pt").is_file():
-            bc.export_random_model(bc.REPO / "conf" / "clsr_tiny.yaml", bc.TINY_TE, d, seed=args.seed)
-        return d, "tiny random CLSR (conf/clsr_tiny.yaml, tests/fixtures/tiny_text_encoder)"
-    if args.random_mini:
-        d = work / "random_mini_model"
-        if not (d / "model.pt").is_file():
-            bc.export_random_model(bc.REPO / "conf" / "clsr_mini_en.yaml", bc.minilm_dir(), d, seed=args.seed)
-        return d, "random-speech-branch mini CLSR (conf/clsr_mini_en.yaml + all-MiniLM-L6-v2 text encoder)"
+    if args.tiny or args.random_mini:
+        return bc.random_model("tiny" if args.tiny else "mini", work, args.seed)
     if not (args.model / "config.yaml").is_file():
         raise bc.BenchmarkInputError(f"{args.model}: not a CLSR model directory (no config.yaml)")
     return args.model, f"model directory {args.model}"
