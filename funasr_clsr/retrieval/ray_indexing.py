@@ -197,6 +197,9 @@ def index_with_ray(retriever: Any, items: Sequence[tuple[str | None, str, dict[s
         if todo:
             _run(ray, retriever, todo, store, report, num_workers, num_gpus_per_worker, cpus_per_worker, replace,
                  progress)
+            # recordings finish in any order across actors; the report lists them as the input did
+            order = {t["recording_id"]: i for i, t in enumerate(todo)}
+            report["indexed"].sort(key=lambda e: order[e["recording_id"]])
         report["ray"] = {"num_workers": num_workers, "num_gpus_per_worker": num_gpus_per_worker,
                          "cluster": ray.cluster_resources() if ray.is_initialized() else None}
     finally:
