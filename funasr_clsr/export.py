@@ -30,6 +30,21 @@ MODEL_KEYS = ("model", "model_conf", "encoder", "encoder_conf", "decoder", "deco
 TEXT_ENCODER_DIR = "text_encoder"
 
 
+def read_training_config(path: str | Path) -> dict:
+    """A FunASR training output's config.yaml as a plain dict, ``${...}`` interpolations resolved.
+
+    The configs' default token list is ``${model_conf.text_encoder_conf.path}``, which FunASR saves
+    as written.
+    """
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        return OmegaConf.to_container(OmegaConf.load(path), resolve=True) or {}
+    except OmegaConfBaseException as exc:
+        raise ValueError(f"{path}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+
+
 def model_config(config: dict) -> dict:
     """The model part of a (training) config, with paths made relative to the model directory."""
     cfg = {k: copy.deepcopy(config[k]) for k in MODEL_KEYS if k in config and config[k] is not None}
@@ -80,6 +95,7 @@ def export_model_dir(config: dict, model: torch.nn.Module, out_dir: str | Path, 
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     cfg = model_config(config)
+    cfg["tokenizer_conf"]["do_lower_case"] = bool(model.asr_tokenizer.do_lower_case)  # null in configs: resolved here
     encoder = getattr(model, "encoder", None)
     if hasattr(encoder, "config_dict"):  # Whisper: the architecture goes with the model, the weights are in model.pt
         conf = dict(cfg.get("encoder_conf") or {})

@@ -20,10 +20,31 @@ class VocabularyError(ValueError):
     """A token list that cannot serve as (part of) a BERT WordPiece vocabulary."""
 
 
+def text_encoder_vocab(token_list: str | Path) -> Path | None:
+    """``vocab.txt`` of a text encoder named by ``token_list`` (a folder or a hub id), else None.
+
+    The ASR vocabulary defaults to the text encoder's own (configs say
+    ``token_list: ${model_conf.text_encoder_conf.path}``), so a folder stands for its vocab.txt.
+    """
+    path = Path(token_list).expanduser()
+    if path.is_file():
+        return None
+    if not path.is_dir() and not ("/" in str(token_list) and not path.exists()):
+        return None
+    from funasr_clsr.text_encoder import resolve_text_encoder_dir  # text_encoder imports this module
+
+    folder = path if path.is_dir() else resolve_text_encoder_dir(str(token_list))
+    vocab = folder / "vocab.txt"
+    if not vocab.is_file():
+        raise FileNotFoundError(f"token list {token_list} is a folder without vocab.txt: pass a tokens.txt "
+                                "or a text encoder folder")
+    return vocab
+
+
 def read_token_list(token_list: str | Path | Iterable[str]) -> list[str]:
-    """Tokens from a vocab.txt/tokens.txt path, a tokens.json path or an iterable."""
+    """Tokens from a vocab.txt/tokens.txt path, a tokens.json path, a text encoder folder or an iterable."""
     if isinstance(token_list, (str, Path)):
-        path = Path(token_list)
+        path = text_encoder_vocab(token_list) or Path(token_list)
         if not path.is_file():
             raise FileNotFoundError(f"token list not found: {path}")
         if path.suffix == ".json":
@@ -56,9 +77,18 @@ class WordPieceTokenizer:
     vocabulary, so ids map back to the text encoder's rows by token string.
     """
 
-    def __init__(self, token_list, do_lower_case: bool = True, max_input_chars_per_word: int = 100, **kwargs):
+    def __init__(self, token_list, do_lower_case: bool | None = None, max_input_chars_per_word: int = 100,
+                 **kwargs):
         from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 
+        if token_list is None or (isinstance(token_list, str) and token_list in ("", "???")):
+            raise ValueError("WordPieceTokenizer needs tokenizer_conf.token_list: a tokens.txt, or the text "
+                             "encoder's folder for its whole vocabulary")
+        if do_lower_case is None:  # a text encoder folder says how it cases; a bare token list: uncased
+            vocab = text_encoder_vocab(token_list) if isinstance(token_list, (str, Path)) else None
+            from funasr_clsr.text_encoder import read_lowercase
+
+            do_lower_case = read_lowercase(vocab.parent) if vocab is not None else True
         self.token_list = read_token_list(token_list)
         self.token2id = {t: i for i, t in enumerate(self.token_list)}
         self.do_lower_case = do_lower_case

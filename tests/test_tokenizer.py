@@ -47,3 +47,24 @@ def test_bad_token_lists(tmp_path):
         read_token_list(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "a", "a"])
     with pytest.raises(FileNotFoundError):
         read_token_list(tmp_path / "nope.txt")
+
+
+def test_a_text_encoder_folder_stands_for_its_vocabulary_and_casing(tmp_path):
+    """The configs' default token list is the text encoder folder: its vocab.txt, cased as it says."""
+    import json
+    import shutil
+
+    assert WordPieceTokenizer(TINY_TE).token_list == read_token_list(TINY_TE / "vocab.txt")
+    cased = tmp_path / "cased"
+    shutil.copytree(TINY_TE, cased)
+    (cased / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": False}))
+    assert WordPieceTokenizer(cased).do_lower_case is False
+    assert WordPieceTokenizer(TINY_TE).do_lower_case is True
+    assert WordPieceTokenizer(cased / "vocab.txt").do_lower_case is True  # a bare list: uncased unless told
+    assert WordPieceTokenizer(cased, do_lower_case=True).do_lower_case is True  # an explicit setting wins
+    (cased / "vocab.txt").unlink()
+    with pytest.raises(FileNotFoundError, match="folder without vocab.txt"):
+        WordPieceTokenizer(cased)
+    for missing in (None, "???"):
+        with pytest.raises(ValueError, match="needs tokenizer_conf.token_list"):
+            WordPieceTokenizer(missing)

@@ -305,13 +305,16 @@ def export_experiment(exp_dir: str, out_dir: str, checkpoint: str = "auto", cmvn
 
     Works for every model the plugin registers (CLSR and the ParaBGE / CLAP-style baselines).
     """
-    import yaml
-
     exp = Path(exp_dir)
     if not (exp / "config.yaml").is_file():
         raise CLIError(f"{exp}: no config.yaml (not a FunASR training output dir)")
     ckpt = _find_checkpoint(exp, checkpoint)
-    cfg = yaml.safe_load((exp / "config.yaml").read_text(encoding="utf-8")) or {}
+    from funasr_clsr.export import read_training_config
+
+    try:
+        cfg = read_training_config(exp / "config.yaml")
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
     cfg.setdefault("tokenizer_conf", {})
     cfg.setdefault("frontend_conf", {})
     cfg["tokenizer_conf"]["token_list"] = _resolve_path(tokens or cfg["tokenizer_conf"].get("token_list"), exp,

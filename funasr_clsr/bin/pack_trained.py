@@ -48,7 +48,10 @@ def pack(exp: str, out: str, checkpoint: str = "auto", dtype: str = "float16", n
     exp_dir, out_dir = Path(exp), Path(out)
     if not (exp_dir / "config.yaml").is_file():
         raise CLIError(f"{exp_dir}: no config.yaml (not a training output dir)")
-    cfg = yaml.safe_load((exp_dir / "config.yaml").read_text(encoding="utf-8")) or {}
+    from funasr_clsr.export import read_training_config
+    from funasr_clsr.tokenizer import WordPieceTokenizer
+
+    cfg = read_training_config(exp_dir / "config.yaml")
     ckpt = _find_checkpoint(exp_dir, checkpoint)
     state = _load_state(ckpt)
     drop = tuple(frozen_prefixes(cfg))
@@ -56,15 +59,18 @@ def pack(exp: str, out: str, checkpoint: str = "auto", dtype: str = "float16", n
             for k, v in state.items() if not k.startswith(drop)}
     if not kept:
         raise CLIError(f"{ckpt}: nothing trained left after dropping {drop}")
-    tokens = Path(str((cfg.get("tokenizer_conf") or {}).get("token_list", "")))
-    if not tokens.is_file():
-        raise CLIError(f"{exp_dir}/config.yaml names token list {tokens}, which does not exist")
+    tok_conf = cfg.get("tokenizer_conf") or {}
+    try:
+        tokenizer = WordPieceTokenizer(tok_conf.get("token_list"), tok_conf.get("do_lower_case"))
+    except (OSError, ValueError) as exc:
+        raise CLIError(f"{exp_dir}/config.yaml: its token list cannot be read ({exc})") from None
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": kept}, out_dir / "model.pt")
-    (out_dir / "tokens.txt").write_bytes(tokens.read_bytes())
+    (out_dir / "tokens.txt").write_text("\n".join(tokenizer.token_list) + "\n", encoding="utf-8")
     from funasr_clsr.export import model_config
 
     model_cfg = model_config(cfg)
+    model_cfg["tokenizer_conf"]["do_lower_case"] = tokenizer.do_lower_case
     model_cfg.pop("funasr_clsr_version", None)
     (out_dir / "config.yaml").write_text(yaml.safe_dump(model_cfg, sort_keys=False))
     try:

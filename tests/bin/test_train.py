@@ -8,9 +8,10 @@ import torch
 from clsr_testing import QUESTIONS, REPO, TINY_TE, build_tiny, tiny_config
 
 
-def _train(pair_dir, cmvn, out, *extra):
+def _train(pair_dir, cmvn, out, *extra, token_list=True):
+    tokens = [f"++tokenizer_conf.token_list={TINY_TE / 'vocab.txt'}"] if token_list else []
     cmd = [sys.executable, "-m", "funasr_clsr.bin.train", "--config-path", "conf", "--config-name", "clsr_tiny.yaml",
-           f"++model_conf.text_encoder_conf.path={TINY_TE}", f"++tokenizer_conf.token_list={TINY_TE / 'vocab.txt'}",
+           f"++model_conf.text_encoder_conf.path={TINY_TE}", *tokens,
            f"++frontend_conf.cmvn_file={cmvn}", f"++train_data_set_list={pair_dir / 'text_q.jsonl'}",
            f"++valid_data_set_list={pair_dir / 'text_q.jsonl'}", f"++output_dir={out}", *extra]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -35,6 +36,20 @@ def test_train_resume_and_load(pair_dir, cmvn, tmp_path):
     assert m.encode_text(QUESTIONS[:2]).shape == (2, 32)
     state = torch.load(out / "model.pt", map_location="cpu")["state_dict"]
     assert torch.equal(m.decoder.output_layer.weight, state["decoder.output_layer.weight"])
+
+
+def test_token_list_defaults_to_the_text_encoders_vocabulary(pair_dir, cmvn, tmp_path):
+    """No ++tokenizer_conf.token_list: the ASR vocabulary is the text encoder's, cased as it is."""
+    from funasr_clsr.bin.pack_trained import main as pack
+    from funasr_clsr.tokenizer import read_token_list
+
+    out = tmp_path / "exp"
+    _train(pair_dir, cmvn, out, "++train_conf.max_epoch=1", token_list=False)
+    ckpt = torch.load(out / "model.pt", map_location="cpu")["state_dict"]
+    assert ckpt["decoder.output_layer.weight"].shape[0] == len(read_token_list(TINY_TE / "vocab.txt"))
+    release = tmp_path / "release"
+    pack(["--exp", str(out), "--out", str(release), "--checkpoint", "model.pt"])  # reads the saved config's token list
+    assert (release / "tokens.txt").read_text().split("\n")[:-1] == read_token_list(TINY_TE / "vocab.txt")
 
 
 def test_init_from_paraformer_with_another_vocabulary(tmp_path, caplog):
