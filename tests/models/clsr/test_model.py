@@ -238,6 +238,40 @@ def test_subset_vocabulary_maps_rows_back_to_the_text_encoder(tmp_path, cmvn, pa
     torch.testing.assert_close(from_speech_path, m.encode_text(sentences, is_query=False), atol=1e-5, rtol=1e-4)
 
 
+def test_cls_pooling_through_the_model_matches_the_text_encoder_and_the_speech_path():
+    """BGE pools the [CLS] row: encode_text is transformers' hidden state 0, and the speech path
+    (one-hot posteriors -> VQ -> [CLS] ... [SEP] embeddings) gives the same vector."""
+    import funasr_clsr  # noqa: F401
+    from funasr import AutoModel
+    from transformers import AutoModel as HFModel
+
+    def build(pooling):
+        cfg = tiny_config()
+        cfg["model_conf"]["text_encoder_conf"]["pooling"] = pooling
+        return AutoModel(**cfg, device="cpu", disable_update=True, log_level="ERROR").model.eval()
+
+    m = build("cls")
+    assert m.text_encoder.pooling == "cls"
+    sentences = ["the king of the city", "music at church"]
+    got = m.encode_text(sentences, is_query=False)
+    hf = HFModel.from_pretrained(TINY_TE, add_pooling_layer=False).eval()
+    ids = [[m.text_encoder.tokenizer.cls_id, *m.text_encoder.tokenizer.encode(t), m.text_encoder.tokenizer.sep_id]
+           for t in sentences]
+    with torch.no_grad():
+        ref = torch.stack([hf(input_ids=torch.tensor([row])).last_hidden_state[0, 0] for row in ids])
+    torch.testing.assert_close(got, torch.nn.functional.normalize(ref, dim=-1), atol=1e-5, rtol=1e-4)
+    # mean pooling is a different vector: the check above sees which pooling ran
+    assert (build("mean").encode_text(sentences, is_query=False) * got).sum(-1).max() < 0.999
+
+    asr_ids = [m.asr_tokenizer.encode(t) for t in sentences]
+    lengths = torch.tensor([len(i) for i in asr_ids])
+    logits = torch.full((2, int(lengths.max()), m.decoder.output_layer.out_features), -30.0)
+    for b, row in enumerate(asr_ids):
+        logits[b, torch.arange(len(row)), torch.tensor(row)] = 30.0
+    seq, mask = m.text_like_embeddings(logits, None, lengths)
+    torch.testing.assert_close(m.text_encoder.forward_embeds(seq, mask).detach(), got, atol=1e-5, rtol=1e-4)
+
+
 # ------------------------------------------------------------------ bad input
 def test_bad_audio_inputs(tiny, tmp_path, pair_dir):
     from funasr_clsr.audio import AudioError
