@@ -1,6 +1,7 @@
 """Fuzzing in figures: generated bad audio files and questions through the loaders, counted.
 
     python benchmarks/robustness.py [--audio 2000] [--questions 2000] [--seed 0] [--json]
+        [--through loaders,cli,query,server,kills] [--kills 20] [--work DIR]
 
 Audio: random bytes; valid files cut at many offsets; RIFF/data sizes that lie; 0-, 1- and few-sample
 files; NaN/inf samples; declared rates from 1 Hz to 384 kHz; 1 to 32 channels; 8/16/24/32-bit int,
@@ -12,14 +13,32 @@ Every input ends in one of: ``ok`` (float32 mono, finite, non-empty, no longer t
 can hold at 4 kHz 8-bit mono), ``clear_error`` (AudioError / FileNotFoundError / ValueError with a
 one-line message) or ``crash`` (any other exception, a multi-line message, an implausible output, or
 a call over ``--time-limit`` seconds). The target is 0 crashes.
+
+Past the loaders (a tiny random CLSR, exported once into ``--work``; robustness needs no trained one):
+- ``cli``: the same audio files, plus good ones, through one ``funasr-clsr index --list`` run; every
+  failed file must be one ``error:`` line, no traceback, and the index must then hold exactly the
+  recordings the report says were indexed;
+- ``query``: the questions through ``LongFormRetriever.query`` on that index, and one ``funasr-clsr
+  query`` process per kind of question argv can carry (argv holds no NUL or lone surrogate);
+- ``server``: the questions as ``POST /v1/search`` (plus bodies that are not UTF-8 or not JSON) and
+  the audio files as uploads (``POST /v1/recordings``, each job waited for), in-process through
+  FastAPI's TestClient: a 2xx, or a 4xx with a one-line JSON ``error``; anything else is a crash, and
+  ``GET /v1/recordings`` must list exactly the uploads whose jobs finished;
+- ``kills``: ``funasr-clsr index`` over 12 recordings SIGKILLed at ``--kills`` random moments (uniform
+  over its indexing phase: from its first write to 1.1x the time an uninterrupted run needs after it); each time the index must open, hold only whole recordings
+  whose segments and vectors equal an uninterrupted run's, and a rerun must end equal to that run.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
+import os
 import random
+import signal
 import struct
+import subprocess
 import sys
 import tempfile
 import time
@@ -148,19 +167,336 @@ def run_audio(n: int, seed: int, time_limit: float) -> dict:
 def run_questions(n: int, seed: int) -> dict:
     from funasr_clsr.longform import check_questions
 
+    def check(q) -> bool:
+        check_questions(q)
+        return True
+
+    return _count_questions(n, seed, check)
+
+
+def _count_questions(n: int, seed: int, call) -> dict:
+    """Each generated question through ``call`` (True: a plausible result): ok, clear_error or crash."""
     counts = {"ok": 0, "clear_error": 0, "crash": 0}
     crashes = []
     for name, q in question_inputs(n, seed):
         try:
-            check_questions(q)
-            counts["ok"] += 1
+            counts["ok" if call(q) else "crash"] += 1
         except ValueError as e:
             counts["clear_error" if _one_line(e) else "crash"] += 1
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001  (counting them is the point)
             counts["crash"] += 1
             if len(crashes) < 20:
                 crashes.append({"input": name, "why": f"{type(e).__name__}: {e}"[:300]})
     return {"tried": n, **counts, "crashes": crashes}
+
+
+# ------------------------------------------------------------------ past the loaders
+
+STAGES = ("loaders", "cli", "query", "server", "kills")
+ERROR_LINE = "funasr-clsr index: error: "
+
+
+def _cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(bench_common.REPO)}
+    return subprocess.run([sys.executable, "-m", "funasr_clsr.bin.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=bench_common.REPO)
+
+
+def _write_fuzz_audio(n: int, seed: int, folder: Path) -> list[tuple[str, Path]]:
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    for i, (kind, suffix, data) in enumerate(audio_inputs(n, seed)):
+        path = folder / f"in{i:05d}{suffix}"
+        path.write_bytes(data)
+        files.append((kind, path))
+    return files
+
+
+def _good_recordings(folder: Path, n: int, seconds: float, seed: int) -> list[Path]:
+    import soundfile as sf
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        p = folder / f"good{i:02d}.wav"
+        if not p.is_file():
+            sf.write(p, _speechlike(rng, seconds, 16000), 16000)
+        paths.append(p)
+    return paths
+
+
+def _list_file(path: Path, recordings) -> Path:
+    path.write_text("".join(f"{p.stem} {p}\n" for p in recordings))
+    return path
+
+
+def _index_contents(index: Path) -> dict[str, list[tuple[float, float, np.ndarray]]]:
+    """recording_id -> [(start, end, vector)] of a LanceDB index directory ({} when nothing was committed)."""
+    from funasr_clsr.retrieval.store import LanceSegmentStore
+
+    store = LanceSegmentStore.load(index, lock_timeout=30)
+    out: dict[str, list] = {}
+    for seg, vec in zip(store.segments, store.vectors):
+        out.setdefault(seg["recording_id"], []).append((float(seg["start"]), float(seg["end"]), vec))
+    return out
+
+
+def run_cli_index(n: int, seed: int, work: Path, model_dir: Path) -> dict:
+    """The fuzz files and 3 good recordings through one ``funasr-clsr index --list`` process."""
+    tmp = Path(tempfile.mkdtemp(dir=work))
+    files = _write_fuzz_audio(n, seed, tmp / "audio")
+    good = _good_recordings(tmp / "good", 3, 50.0, seed)
+    index = tmp / "index"
+    t0 = time.perf_counter()
+    proc = _cli("index", "--model", str(model_dir), "--index", str(index), "--no-progress", "--json",
+                "--list", str(_list_file(tmp / "all.list", [p for _, p in files] + good)))
+    seconds = time.perf_counter() - t0
+    crashes = []
+    if "Traceback" in proc.stderr:
+        crashes.append("a traceback: " + proc.stderr[proc.stderr.index("Traceback"):][:500])
+    if proc.returncode not in (0, 2):
+        crashes.append(f"exit code {proc.returncode}: {proc.stderr[-500:]}")
+    try:
+        report = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        report = {"indexed": [], "skipped": [], "failed": []}
+        crashes.append(f"no JSON report on stdout: {proc.stdout[-300:]}")
+    error_lines = [x for x in proc.stderr.splitlines() if x.startswith(ERROR_LINE)]
+    if len(error_lines) != len(report["failed"]):
+        crashes.append(f"{len(report['failed'])} failed recordings but {len(error_lines)} error lines")
+    multi = [f["error"] for f in report["failed"] if "\n" in f["error"] or not f["error"].strip()]
+    crashes += [f"an error that is not one line: {m[:200]!r}" for m in multi[:5]]
+    indexed = {e["recording_id"] for e in report["indexed"]}
+    held = set(_index_contents(index)) if index.exists() else set()
+    if held != indexed:
+        crashes.append(f"the index holds {len(held)} recordings, the report says {len(indexed)} were indexed "
+                       f"(only in the index: {sorted(held - indexed)[:5]}, only in the report: "
+                       f"{sorted(indexed - held)[:5]})")
+    good_ids = {p.stem for p in good}
+    if not good_ids <= indexed:
+        crashes.append(f"good recordings not indexed: {sorted(good_ids - indexed)}")
+    by_id = {p.stem: kind for kind, p in files}
+    by_kind: dict[str, dict[str, int]] = {}
+    examples: dict[str, str] = {}
+    for key, rows in (("indexed", report["indexed"]), ("skipped", report["skipped"]), ("clear_error", report["failed"])):
+        for row in rows:
+            kind = by_id.get(Path(row["path"]).stem)
+            if kind is not None:
+                by_kind.setdefault(kind, {"indexed": 0, "skipped": 0, "clear_error": 0})[key] += 1
+                if key == "clear_error":
+                    examples.setdefault(kind, row["error"].replace(str(tmp), "…")[:200])
+    return {"tried": n, "good_recordings": len(good), "indexed": len(indexed - good_ids),
+            "skipped_silent": len(report["skipped"]), "clear_error": len(report["failed"]),
+            "crash": len(crashes), "crashes": crashes, "exit_code": proc.returncode,
+            "index_holds_exactly_the_indexed": held == indexed, "by_kind": by_kind, "error_examples": examples,
+            "seconds": round(seconds, 1),
+            "_index": str(index)}
+
+
+CLI_QUESTION_KINDS = {  # what argv can carry of question_inputs' kinds
+    "empty": "", "whitespace": " \t\n ", "100k_chars": "x" * 100_000, "control_chars": "who\x07was\x1bthe king",
+    "rtl": "من كان الملك", "cjk": "誰是國王？", "emoji": "who 👑 was king 🏰", "bidi_override": "\u202ekcab\u202c",
+    "2000_words": "what " * 2000,
+}
+
+
+def run_query(n: int, seed: int, retriever, model_dir: Path, index: Path, cli_runs: bool = True) -> dict:
+    """The questions through ``LongFormRetriever.query`` in-process, and a few through the CLI."""
+    store = retriever.open_index(index)
+
+    def query(q) -> bool:
+        hits = retriever.query(store, q, top_k=3)
+        return isinstance(hits, list) and all(len(h) <= 3 for h in hits)
+
+    result = _count_questions(n, seed, query)
+    cli = {"tried": 0, "ok": 0, "clear_error": 0, "crash": 0, "crashes": []}
+    for kind, q in (CLI_QUESTION_KINDS.items() if cli_runs else ()):
+        proc = _cli("query", "--model", str(model_dir), "--index", str(index), "--json", "--", q)
+        cli["tried"] += 1
+        lines = [x for x in proc.stderr.splitlines() if x.startswith("funasr-clsr query: error: ")]
+        if proc.returncode == 0 and "Traceback" not in proc.stderr:
+            cli["ok"] += 1
+        elif proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr:
+            cli["clear_error"] += 1
+        else:
+            cli["crash"] += 1
+            cli["crashes"].append({"input": kind, "exit": proc.returncode, "stderr": proc.stderr[-400:]})
+    return {**result, "cli": cli}
+
+
+def _http_result(resp) -> tuple[str, str]:
+    """ok (2xx), clear_error (4xx with a one-line JSON error) or crash (anything else)."""
+    if resp.status_code < 300:
+        return "ok", ""
+    try:
+        body = resp.json()
+    except ValueError:
+        return "crash", f"HTTP {resp.status_code} with a body that is not JSON: {resp.text[:200]!r}"
+    err = body.get("error") if isinstance(body, dict) else None
+    if resp.status_code < 500 and isinstance(err, str) and err.strip() and "\n" not in err:
+        return "clear_error", ""
+    return "crash", f"HTTP {resp.status_code}: {str(body)[:300]}"
+
+
+def run_server(n_audio: int, n_questions: int, seed: int, work: Path, retriever, index: Path,
+               job_timeout: float = 60.0) -> dict:
+    """Questions and uploads through the HTTP API (in-process TestClient, the app as ``serve`` builds it)."""
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from funasr_clsr.serve.app import create_app
+
+    tmp = Path(tempfile.mkdtemp(dir=work))
+    server_index = tmp / "index"
+    shutil.copytree(index, server_index)  # starts with the CLI run's recordings, so searches have hits
+    before = set(_index_contents(server_index))
+    app = create_app(retriever, server_index, uploads_dir=tmp / "uploads",
+                     max_upload_bytes=1 << 20, api_key="")
+    q_counts = {"ok": 0, "clear_error": 0, "crash": 0}
+    a_counts = {"ok": 0, "clear_error": 0, "crash": 0}
+    crashes = []
+    with TestClient(app, raise_server_exceptions=False) as client:
+        def count(counts, what, resp):
+            result, why = _http_result(resp)
+            counts[result] += 1
+            if why and len(crashes) < 20:
+                crashes.append({"input": what, "why": why})
+            return result
+
+        raw_bodies = [b"\xff\xfe\xfd", b'{"question": "\xc3\x28"}', b"{not json", b"", b"[]", b"null",
+                      b'{"question": "ok", "top_k": "3"}', b'{"question": "ok", "top_k": 1e9}',
+                      b'{"question": "ok", "where": "date >>> 1"}', b'{"question": "ok", "recording_id": "../x"}']
+        for i, (name, q) in enumerate(question_inputs(n_questions, seed)):
+            if i % 10 == 9:  # every tenth: a raw body (not UTF-8, not JSON, wrong types, bad filters)
+                resp = client.post("/v1/search", content=raw_bodies[(i // 10) % len(raw_bodies)],
+                                   headers={"content-type": "application/json"})
+                count(q_counts, f"raw body {(i // 10) % len(raw_bodies)}", resp)
+                continue
+            try:
+                body = json.dumps({"question": q, "top_k": 3})
+            except (TypeError, ValueError):  # not JSON-serialisable (a lone surrogate goes as its escape)
+                body = json.dumps({"question": str(q)})
+            count(q_counts, name, client.post("/v1/search", content=body.encode("utf-8", "surrogatepass"),
+                                               headers={"content-type": "application/json"}))
+        jobs = {}
+        for kind, suffix, data in audio_inputs(n_audio, seed):
+            rid = f"up{len(jobs) + a_counts['clear_error'] + a_counts['crash']:05d}"
+            resp = client.post("/v1/recordings", files={"file": (f"{rid}{suffix}", data)},
+                               data={"recording_id": rid})
+            if count(a_counts, f"upload {rid} ({kind})", resp) == "ok":
+                a_counts["ok"] -= 1  # counted when its job ends
+                jobs[rid] = resp.json()["job_id"]
+        finished = set()
+        for rid, job_id in jobs.items():
+            deadline = time.monotonic() + job_timeout
+            while True:
+                job = client.get(f"/v1/jobs/{job_id}").json()
+                if job["state"] in ("done", "failed") or time.monotonic() > deadline:
+                    break
+                time.sleep(0.02)
+            if job["state"] == "done":
+                a_counts["ok"] += 1
+                if job.get("segments"):
+                    finished.add(rid)
+            elif job["state"] == "failed" and isinstance(job.get("error"), str) and "\n" not in job["error"].strip():
+                a_counts["clear_error"] += 1
+            else:
+                a_counts["crash"] += 1
+                if len(crashes) < 20:
+                    crashes.append({"input": f"job {rid}", "why": f"{job['state']}: {job.get('error')}"[:300]})
+        listed = {r["recording_id"] for r in client.get("/v1/recordings").json()["recordings"]}
+        alive = client.get("/health").status_code == 200
+    exact = listed == before | finished
+    return {"questions": {"tried": n_questions, **q_counts}, "uploads": {"tried": n_audio, **a_counts},
+            "crashes": crashes, "recordings_listed_exactly_the_finished_uploads": exact, "serving_after": alive}
+
+
+def _kill_check(index: Path, reference: dict) -> dict:
+    """What a killed run left: whole recordings equal to the reference's, nothing else."""
+    if not index.exists() or not any(index.iterdir()):
+        return {"opened": True, "recordings": 0, "partial_or_wrong": 0}
+    held = _index_contents(index)
+    bad = 0
+    for rid, rows in held.items():
+        ref = reference.get(rid)
+        if ref is None or len(ref) != len(rows) or any(
+                (a[0], a[1]) != (b[0], b[1]) or float(np.abs(a[2] - b[2]).max()) > 1e-5 for a, b in zip(rows, ref)):
+            bad += 1
+    return {"opened": True, "recordings": len(held), "partial_or_wrong": bad}
+
+
+def _same_index(a: dict, b: dict) -> bool:
+    return set(a) == set(b) and all(
+        len(a[r]) == len(b[r]) and all((x[0], x[1]) == (y[0], y[1]) and float(np.abs(x[2] - y[2]).max()) <= 1e-5
+                                       for x, y in zip(a[r], b[r])) for r in a)
+
+
+def run_kills(n_kills: int, seed: int, work: Path, model_dir: Path, recordings: int = 12) -> dict:
+    """SIGKILL ``funasr-clsr index`` at random moments; check what it left and that a rerun completes it."""
+    tmp = Path(tempfile.mkdtemp(dir=work))
+    lst = _list_file(tmp / "recs.list", _good_recordings(work / "kill_recordings", recordings, 90.0, seed))
+    args = ["--model", str(model_dir), "--no-progress", "--json", "--list", str(lst)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(bench_common.REPO)}
+
+    def start(index: Path) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "funasr_clsr.bin.cli", "index", "--index", str(index), *args],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=bench_common.REPO)
+
+    ref_dir = tmp / "reference"
+    t0 = time.perf_counter()
+    proc = start(ref_dir)
+    first_write = None
+    while proc.poll() is None:
+        if first_write is None and ref_dir.exists() and any(ref_dir.iterdir()):
+            first_write = time.perf_counter() - t0
+        time.sleep(0.01)
+    total = time.perf_counter() - t0
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"the uninterrupted run failed: {err.decode()[-800:]}")
+    reference = _index_contents(ref_dir)
+    first_write = first_write or 0.0
+    rng = np.random.default_rng(seed)
+    runs = []
+    for i in range(n_kills):
+        index = tmp / f"killed{i:02d}"
+        # start-up (imports, model load) varies by seconds between runs: the moment is drawn within
+        # this run's own indexing phase, from its first write to the end the uninterrupted run took
+        after = float(rng.uniform(0.0, 1.1 * (total - first_write)))
+        proc = start(index)
+        t_start = time.perf_counter()
+        while proc.poll() is None and not (index.exists() and any(index.iterdir())):
+            time.sleep(0.005)
+        time.sleep(after)
+        at = time.perf_counter() - t_start
+        exited_first = proc.poll() is not None
+        if not exited_first:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(60)
+        proc.stdout.close()
+        proc.stderr.close()
+        row = {"kill_at_s": round(at, 2), "after_first_write_s": round(after, 2), "exited_before_the_kill": exited_first,
+               **_kill_check(index, reference)}
+        rerun = _cli("index", "--index", str(index), *args)
+        try:
+            report = json.loads(rerun.stdout)
+        except json.JSONDecodeError:
+            report = {}
+        row.update(rerun_exit=rerun.returncode, rerun_skipped=len(report.get("skipped", [])),
+                   rerun_equals_uninterrupted=rerun.returncode == 0 and _same_index(_index_contents(index), reference))
+        runs.append(row)
+    held = [r["recordings"] for r in runs]
+    return {"kills": n_kills, "recordings": recordings, "segments": sum(len(v) for v in reference.values()),
+            "uninterrupted_s": round(total, 1), "first_write_s": round(first_write, 1),
+            "killed_mid_run": sum(not r["exited_before_the_kill"] for r in runs),
+            "index_opened": sum(r["opened"] for r in runs),
+            "partial_or_wrong_recordings": sum(r["partial_or_wrong"] for r in runs),
+            "recordings_held_at_kill": {"min": min(held, default=0), "median": float(np.median(held)) if held else 0,
+                                        "max": max(held, default=0)},
+            "reruns_skipping_what_was_held": sum(r["rerun_skipped"] == r["recordings"] for r in runs),
+            "reruns_equal_to_uninterrupted": sum(r["rerun_equals_uninterrupted"] for r in runs), "runs": runs}
 
 
 def main(argv=None) -> dict:
@@ -170,20 +506,73 @@ def main(argv=None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--time-limit", type=float, default=10.0, help="seconds one input may take")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--through", default="loaders",
+                    help=f"comma-separated stages of {','.join(STAGES)} (query and server need cli's index)")
+    ap.add_argument("--kills", type=int, default=20, help="SIGKILLs of the indexer (--through kills)")
+    ap.add_argument("--cli-queries", action=argparse.BooleanOptionalAction, default=True,
+                    help="with query: one funasr-clsr query process per kind of question")
+    ap.add_argument("--work", type=Path, default=None, help="work dir (default: a temporary one)")
     a = ap.parse_args(argv)
+    stages = [x for x in a.through.split(",") if x]
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown:
+        ap.error(f"unknown stage(s) {unknown}; choose from {','.join(STAGES)}")
+    if {"query", "server"} & set(stages) and "cli" not in stages:
+        ap.error("query and server search the index the cli stage builds: add cli")
     t0 = time.perf_counter()
-    out = {"seed": a.seed, "audio": run_audio(a.audio, a.seed, a.time_limit),
-           "questions": run_questions(a.questions, a.seed)}
+    out: dict = {"seed": a.seed, "command": "python benchmarks/robustness.py " + " ".join(argv or sys.argv[1:])}
+    if "loaders" in stages:
+        out["audio"] = run_audio(a.audio, a.seed, a.time_limit)
+        out["questions"] = run_questions(a.questions, a.seed)
+    if set(stages) - {"loaders"}:
+        with contextlib.redirect_stdout(sys.stderr):  # FunASR prints its banner on stdout: keep --json clean
+            _run_stages(out, stages, a)
     out["seconds"] = round(time.perf_counter() - t0, 1)
     if a.json:
         print(json.dumps(out, indent=2))
     else:
-        for side in ("audio", "questions"):
-            r = out[side]
-            print(f"{side}: tried {r['tried']}, ok {r['ok']}, clear errors {r['clear_error']}, crashes {r['crash']}")
-        for c in out["audio"]["crashes"] + out["questions"]["crashes"]:
-            print("  crash:", c)
+        _print_summary(out)
     return out
+
+
+def _run_stages(out: dict, stages: list[str], a) -> None:
+    work = a.work or Path(tempfile.mkdtemp(prefix="robustness-"))
+    work.mkdir(parents=True, exist_ok=True)
+    model_dir, what = bench_common.random_model("tiny", work)
+    out["model"] = what
+    if "cli" in stages:
+        out["cli_index"] = run_cli_index(a.audio, a.seed, work, model_dir)
+        index = Path(out["cli_index"].pop("_index"))
+    if {"query", "server"} & set(stages):
+        from funasr_clsr.retrieval.pipeline import LongFormRetriever
+
+        retriever = LongFormRetriever(str(model_dir))  # the model id the CLI's index recorded
+    if "query" in stages:
+        out["query"] = run_query(a.questions, a.seed, retriever, model_dir, index, cli_runs=a.cli_queries)
+    if "server" in stages:
+        out["server"] = run_server(a.audio, a.questions, a.seed, work, retriever, index)
+    if "kills" in stages:
+        out["kills"] = run_kills(a.kills, a.seed, work, model_dir)
+
+
+def _print_summary(out: dict) -> None:
+    rows = [("audio (load_audio)", out.get("audio")), ("questions (check_questions)", out.get("questions")),
+            ("audio (funasr-clsr index)", out.get("cli_index")), ("questions (retriever.query)", out.get("query")),
+            ("questions (funasr-clsr query)", (out.get("query") or {}).get("cli")),
+            ("questions (POST /v1/search)", (out.get("server") or {}).get("questions")),
+            ("audio (POST /v1/recordings)", (out.get("server") or {}).get("uploads"))]
+    for name, r in rows:
+        if r:
+            ok = r.get("ok", r.get("indexed", 0))
+            print(f"{name}: tried {r['tried']}, ok {ok}, clear errors {r['clear_error']}, crashes {r.get('crash', 0)}")
+    for key in ("audio", "questions", "query", "server", "cli_index"):
+        for c in (out.get(key) or {}).get("crashes", []):
+            print("  crash:", c)
+    if "kills" in out:
+        k = out["kills"]
+        print(f"kills: {k['kills']} ({k['killed_mid_run']} mid-run), index opened {k['index_opened']}, partial or "
+              f"wrong recordings {k['partial_or_wrong_recordings']}, reruns equal to an uninterrupted run "
+              f"{k['reruns_equal_to_uninterrupted']}")
 
 
 if __name__ == "__main__":
