@@ -72,7 +72,7 @@ SYSTEM_ORDER = (
 
 DESCRIPTIONS = {
     "clean_text": "text encoder on ground-truth text (upper bound)",
-    "clsr": "CLSR: Paraformer -> VQ -> text encoder",
+    "clsr": "CLSR: speech branch (ASR encoder, CIF, decoder) -> VQ -> text encoder",
     "cascade": "same-budget ASR transcript -> text encoder",
     "cascade_whisper": "Whisper transcript -> text encoder",
     "parabge": "Paraformer encoder + text encoder dual encoder",
