@@ -16,8 +16,8 @@ a call over ``--time-limit`` seconds). The target is 0 crashes.
 
 Past the loaders (a tiny random CLSR, exported once into ``--work``; robustness needs no trained one):
 - ``cli``: the same audio files, plus good ones, through one ``funasr-clsr index --list`` run; every
-  failed file must be one ``error:`` line, no traceback, and the index must then hold exactly the
-  recordings the report says were indexed;
+  failed file must be one ``error:`` line, no traceback, no file indexed that ``load_audio`` refuses,
+  and the index must then hold exactly the recordings the report says were indexed;
 - ``query``: the questions through ``LongFormRetriever.query`` on that index, and one ``funasr-clsr
   query`` process per kind of question argv can carry (argv holds no NUL or lone surrogate);
 - ``server``: the questions as ``POST /v1/search`` (plus bodies that are not UTF-8 or not JSON) and
@@ -276,6 +276,14 @@ def run_cli_index(n: int, seed: int, work: Path, model_dir: Path) -> dict:
     good_ids = {p.stem for p in good}
     if not good_ids <= indexed:
         crashes.append(f"good recordings not indexed: {sorted(good_ids - indexed)}")
+    from funasr_clsr.audio import AudioError, load_audio
+
+    for kind, p in files:  # the streaming indexer must accept no file that load_audio refuses
+        if p.stem in indexed:
+            try:
+                load_audio(p)
+            except (AudioError, ValueError) as e:
+                crashes.append(f"indexed {p.name} ({kind}), which load_audio refuses: {e}"[:300])
     by_id = {p.stem: kind for kind, p in files}
     by_kind: dict[str, dict[str, int]] = {}
     examples: dict[str, str] = {}

@@ -192,18 +192,28 @@ MIN_SOURCE_RATE = 4000
 MIN_AUDIO_SECONDS = 0.025
 
 
+def check_speech_header(name: str, sample_rate: int, frames: int) -> None:
+    """Refuse, in one line, a file whose rate or length cannot be speech: no samples, a rate far
+    below telephone speech, less than one analysis window. Every reader runs it (load_audio, the
+    streaming indexer before it reads a window, the server on an upload's header)."""
+    if frames == 0:
+        raise AudioError(f"{name}: empty audio (zero samples)")
+    if sample_rate < MIN_SOURCE_RATE:
+        raise AudioError(f"{name}: sample rate {sample_rate} Hz is below {MIN_SOURCE_RATE} Hz, not speech audio "
+                         "(a damaged header?)")
+    if frames < MIN_AUDIO_SECONDS * sample_rate:
+        raise AudioError(f"{name}: {frames} samples ({1000 * frames / sample_rate:.1f} ms) is shorter than one "
+                         f"{1000 * MIN_AUDIO_SECONDS:g} ms analysis window")
+
+
 def _finish(x: np.ndarray, name: str, sr: int, target_sr: int, min_seconds: float,
             decoded: bool = False) -> np.ndarray:
     """``decoded``: samples read from a file or bytes, whose header and length are checked as speech."""
-    if x.size == 0:
+    if decoded:
+        check_speech_header(name, sr, x.size)
+    elif x.size == 0:
         raise AudioError(f"{name}: empty audio (zero samples)")
-    if decoded and sr < MIN_SOURCE_RATE:
-        raise AudioError(f"{name}: sample rate {sr} Hz is below {MIN_SOURCE_RATE} Hz, not speech audio "
-                         "(a damaged header?)")
     _check_finite(x, name, sr=sr)
-    if decoded and x.size < MIN_AUDIO_SECONDS * sr:
-        raise AudioError(f"{name}: {x.size} samples ({1000 * x.size / sr:.1f} ms) is shorter than one "
-                         f"{1000 * MIN_AUDIO_SECONDS:g} ms analysis window")
     y = resample(x, sr, target_sr)
     if min_seconds > 0 and y.size < min_seconds * target_sr:
         raise AudioError(f"{name}: audio is {y.size / target_sr:.3f} s, shorter than the minimum "

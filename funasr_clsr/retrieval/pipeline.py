@@ -25,7 +25,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from ..audio import AudioError, audio_info, iter_blocks
+from ..audio import AudioError, audio_info, check_speech_header, iter_blocks
 from ..longform import (
     check_questions,
     check_top_k,
@@ -218,12 +218,12 @@ class LongFormRetriever:
         index.check_model(self.model_id, self.model_version, self.embedding_dim)
 
     def probe_recording(self, path: str | os.PathLike) -> Any:
-        """Audio info of a recording about to be indexed; a missing, undecodable or empty file
-        fails here with one line, before any work; a truncated wav is warned about."""
+        """Audio info of a recording about to be indexed; a missing, undecodable or empty file, or one
+        whose rate or length cannot be speech, fails here with one line, before any work; a truncated
+        wav is warned about."""
         path = os.fspath(path)
         info = audio_info(path)
-        if info.frames == 0:
-            raise AudioError(f"{path}: empty audio (zero samples)")
+        check_speech_header(path, info.sample_rate, info.frames)  # windows are read without load_audio
         declared = _wav_declared_seconds(path)
         if declared is not None and declared > info.duration_s + 0.01:
             logger.warning("%s: truncated: the header announces %.2f s, the file holds %.2f s; indexing what "

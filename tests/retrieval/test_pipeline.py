@@ -112,19 +112,24 @@ def test_bad_recordings_get_one_line_errors_and_the_rest_is_indexed(retriever, a
     sf.write(d / "empty.wav", np.zeros(0, np.float32), SR)
     sf.write(d / "silent.wav", np.zeros(SR * 5, np.float32), SR)
     sf.write(d / "short.wav", clip(3)[:SR], SR)  # 1 s, shorter than a window
+    sf.write(d / "four_samples.wav", clip(3)[:4], SR)  # found by benchmarks/robustness.py: was a 0.25 ms segment
+    sf.write(d / "rate_100hz.wav", clip(3)[:30], 100)  # a header rate no speech has: was 0.3 s "indexed"
     sf.write(d / "full.wav", np.concatenate([clip(6), clip(7), clip(5)]), SR, subtype="PCM_16")
     raw = (d / "full.wav").read_bytes()
     (d / "truncated.wav").write_bytes(raw[:44 + 2 * int(3.2 * SR)])  # cut at 3.2 s of 6 s
-    names = ["missing.wav", "corrupt.wav", "notaudio.wav", "empty.wav", "silent.wav", "short.wav",
-             "truncated.wav", "full.wav"]
+    names = ["missing.wav", "corrupt.wav", "notaudio.wav", "empty.wav", "four_samples.wav", "rate_100hz.wav",
+             "silent.wav", "short.wav", "truncated.wav", "full.wav"]
     with caplog.at_level(logging.WARNING):
         report = retriever.index_recordings([d / n for n in names], d / "idx", progress=False)
     failed = {x["path"].rsplit("/", 1)[-1]: x["error"] for x in report["failed"]}
-    assert set(failed) == {"missing.wav", "corrupt.wav", "notaudio.wav", "empty.wav"}
+    assert set(failed) == {"missing.wav", "corrupt.wav", "notaudio.wav", "empty.wav", "four_samples.wav",
+                           "rate_100hz.wav"}
     for name, err in failed.items():
         assert "\n" not in err and name in err, err
     assert "not found" in failed["missing.wav"] and "empty" in failed["empty.wav"]
     assert "corrupt, truncated or not audio" in failed["notaudio.wav"]
+    assert "shorter than one 25 ms analysis window" in failed["four_samples.wav"]
+    assert "100 Hz is below 4000 Hz" in failed["rate_100hz.wav"]
     assert [x["path"] for x in report["skipped"]] == [str(d / "silent.wav")]
     assert "silent" in caplog.text and "truncated: the header announces 6.00 s" in caplog.text
     index = LanceSegmentStore.load(d / "idx")
