@@ -113,3 +113,25 @@ def window_clip(i: int, window_s: float, sr: int = 16000) -> np.ndarray:
     x = tone_speech(CONTEXTS[i], seed=i)
     assert len(x) < window_s * sr
     return np.pad(x, (0, int(window_s * sr) - len(x)))
+
+
+# Secrets the tests hand to the code (a ModelScope token, server API keys). After the whole run,
+# conftest.py checks that none of them was written to any file under pytest's temporary directory
+# (logs, configs, exported model directories, indexes, uploads): issue 12, "grep them".
+SECRET_CANARIES = {"ModelScope token": "ms-SECRET-7f3a9c-token", "server API key": "test-key-5f1c9a7e",
+                   "browser test API key": "browser-key-93b1"}
+
+
+def find_secret_leaks(root, canaries=SECRET_CANARIES) -> list[str]:
+    """``"<file>: <secret name>"`` for every regular file under ``root`` that holds a canary's bytes."""
+    leaks = []
+    needles = {name: value.encode() for name, value in canaries.items()}
+    for path in sorted(Path(root).rglob("*")):
+        if path.is_symlink() or not path.is_file():
+            continue
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue
+        leaks += [f"{path}: {name}" for name, needle in needles.items() if needle in data]
+    return leaks

@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from clsr_testing import CONTEXTS, QUESTIONS, TINY_TE, tone_speech
+from clsr_testing import CONTEXTS, QUESTIONS, TINY_TE, find_secret_leaks, tone_speech
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_any_file_of_the_run(tmp_path_factory):
+    """After the whole run: no log, config, model directory, index or upload it wrote holds a secret."""
+    yield
+    leaks = find_secret_leaks(tmp_path_factory.getbasetemp())
+    assert not leaks, "secrets written to files: " + "; ".join(leaks[:10])
 
 
 @pytest.fixture(scope="session")

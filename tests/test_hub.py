@@ -11,9 +11,9 @@ import threading
 import pytest
 import torch
 
-from clsr_testing import QUESTIONS, export_tiny_model_dir
+from clsr_testing import SECRET_CANARIES, QUESTIONS, export_tiny_model_dir
 
-TOKEN = "ms-SECRET-7f3a9c-token"
+TOKEN = SECRET_CANARIES["ModelScope token"]  # conftest checks no file of the run holds it
 RESULTS_MD = """# Tiny results
 
 | system | WER | Q->C R@1 |
@@ -329,3 +329,18 @@ def test_publish_talks_to_the_endpoint_with_the_token_and_reports_refusal(model_
     assert headers.get("Authorization") == f"Bearer {TOKEN}"
     assert TOKEN not in caplog.text
     _no_token_anywhere(d)
+
+
+def test_the_end_of_run_secret_scan_finds_a_planted_token(tmp_path):
+    """conftest's end-of-run check (no file of the run holds the token or an API key) can fail."""
+    from clsr_testing import find_secret_leaks
+
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "server.log").write_text("all fine\n")
+    assert find_secret_leaks(tmp_path) == []
+    planted = tmp_path / "logs" / "publish.log"
+    planted.write_bytes(b"\x00binary " + TOKEN.encode() + b" tail")
+    try:
+        assert find_secret_leaks(tmp_path) == [f"{planted}: ModelScope token"]
+    finally:
+        planted.unlink()  # else the end-of-run check finds it, rightly

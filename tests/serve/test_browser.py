@@ -6,13 +6,15 @@ import shutil
 
 import pytest
 
+from clsr_testing import SECRET_CANARIES
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
                                 reason="needs Debian's chromium and chromium-driver on PATH (make system-deps)")
 pytest.importorskip("selenium")
 
-KEY = "browser-key-93b1"
+KEY = SECRET_CANARIES["browser test API key"]  # conftest checks no file of the run holds it
 WAIT_S = 180  # an upper bound for slow or shared CI machines, not a timing check
 
 
