@@ -175,12 +175,13 @@ class Server:
 
 
 def run_clients(server: Server, qs: list[str], clients: int, per_client: int, top_k: int, deadline: float
-                ) -> tuple[list[tuple[float, float]], list[str]]:
+                ) -> tuple[list[tuple[float, float, dict]], list[str]]:
     """Every client sends ``per_client`` searches back to back on one keep-alive connection.
 
-    Returns ([(time sent, latency s)] of the answered searches, [error messages]).
+    Returns ([(time sent, latency s, the server's own ms: took / encode / search)] of the answered
+    searches, [error messages]).
     """
-    results: list[tuple[float, float]] = []
+    results: list[tuple[float, float, dict]] = []
     errors: list[str] = []
     lock = threading.Lock()
 
@@ -204,10 +205,11 @@ def run_clients(server: Server, qs: list[str], clients: int, per_client: int, to
                     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
                     continue
                 dt = time.perf_counter() - t0
-                if resp.status != 200 or len(json.loads(payload)["hits"]) != top_k:
+                answer = json.loads(payload) if resp.status == 200 else {}
+                if resp.status != 200 or len(answer["hits"]) != top_k:
                     bad.append(f"HTTP {resp.status}: {payload[:200]!r}")
                 else:
-                    mine.append((t0, dt))
+                    mine.append((t0, dt, {"took": answer["took_ms"], **answer.get("timing_ms", {})}))
         finally:
             conn.close()
             with lock:
@@ -220,6 +222,12 @@ def run_clients(server: Server, qs: list[str], clients: int, per_client: int, to
     for t in threads:
         t.join()
     return results, errors
+
+
+def server_summary(answered: list[tuple[float, float, dict]]) -> dict[str, Any]:
+    """The server's own milliseconds per answered search: all of it, the question encoding, the store."""
+    keys = sorted({k for _, _, t in answered for k in t})
+    return {k: latency_summary([t[k] / 1000 for _, _, t in answered if k in t]) for k in keys}
 
 
 def latency_summary(latencies: list[float]) -> dict[str, Any]:
@@ -276,6 +284,11 @@ def run(args) -> dict:
         phase[0] = "warm-up"
         qs = questions()
         run_clients(server, qs, 1, args.warmup, args.top_k, time.monotonic() + 120)
+        if args.single_client:  # no queueing: what one search costs, beside the load's figures
+            alone, _ = run_clients(server, qs, 1, args.single_client, args.top_k, time.monotonic() + 300)
+            report["single_client"] = {"queries": args.single_client,
+                                       "latency_ms": latency_summary([dt for _, dt, _ in alone]),
+                                       "server_ms": server_summary(alone)}
         side = None
         if side_wav is not None:
             side = {"id": server.index(side_wav, "side"), "submitted": time.perf_counter()}
@@ -286,23 +299,23 @@ def run(args) -> dict:
                                        time.monotonic() + args.max_seconds)
         load_s = time.perf_counter() - t_load
         phase[0] = "after"
-        latencies = [dt for _, dt in answered]
+        latencies = [dt for _, dt, _ in answered]
         total = args.clients * args.queries
         report["load"] = {"clients": args.clients, "queries_per_client": args.queries, "requests": total,
                           "answered": len(answered), "errors": total - len(answered),
                           "error_examples": sorted(set(errors))[:5], "seconds": round(load_s, 2),
                           "searches_per_s": round(len(answered) / load_s, 1), "top_k": args.top_k,
-                          "latency_ms": latency_summary(latencies)}
+                          "latency_ms": latency_summary(latencies), "server_ms": server_summary(answered)}
         if side is not None:
             sjob = server.wait_job(side["id"], args.max_seconds)
             side_end = side["submitted"] + (sjob["finished"] - sjob["created"])
-            during = [dt for t, dt in answered if t < side_end]
+            during = [dt for t, dt, _ in answered if t < side_end]
             report["load"]["indexing_beside"] = {
                 "minutes": args.with_indexing, "segments": sjob["segments"],
                 "job_s": round(sjob["finished"] - sjob["created"], 2),
                 "searches_while_indexing": len(during),
                 "latency_ms_while_indexing": latency_summary(during),
-                "latency_ms_after": latency_summary([dt for t, dt in answered if t >= side_end])}
+                "latency_ms_after": latency_summary([dt for t, dt, _ in answered if t >= side_end])}
         load_rss = [r for _, r, p in rss if p == "load"]
         report["memory_mb"] = {"before_load": round(rss_before, 1), "after_load": round(server.rss_mb(), 1),
                                "max_during_load": round(max(load_rss), 1) if load_rss else None,
@@ -330,6 +343,14 @@ def markdown(r: dict) -> str:
              f"| {load['clients']} x {load['queries_per_client']} | {lat.get('p50')} | {lat.get('p90')} | "
              f"{lat.get('p99')} | {lat.get('max')} | {load['searches_per_s']} | {load['errors']} | "
              f"{mem['before_load']} -> {mem['after_load']} ({mem['max_during_load']}) |"]
+    alone = r.get("single_client")
+    if alone:
+        a_lat, a_srv = alone["latency_ms"], alone["server_ms"]
+        lines += ["", f"One client alone ({alone['queries']} searches): p50 {a_lat.get('p50')} ms, p99 {a_lat.get('p99')} ms."]
+    for name, srv in (("under the load", load.get("server_ms")), ("one client alone", (alone or {}).get("server_ms"))):
+        if srv:
+            lines.append(f"Server-side p50 / p99 ms {name}: " + ", ".join(
+                f"{k} {v.get('p50')} / {v.get('p99')}" for k, v in srv.items()) + ".")
     side = load.get("indexing_beside")
     if side:
         w = side["latency_ms_while_indexing"]
@@ -353,6 +374,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--queries", type=int, default=250, help="searches per client")
     p.add_argument("--warmup", type=int, default=20, help="searches before the load (not counted)")
+    p.add_argument("--single-client", type=int, default=100, metavar="N",
+                   help="N searches from one client before the load (latency without queueing; 0: skip)")
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--with-indexing", type=float, default=0.0, metavar="MINUTES",
                    help="index a second recording of this length while the load runs (0: none)")

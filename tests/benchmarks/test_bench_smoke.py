@@ -1,4 +1,4 @@
-"""benchmarks/speed.py and benchmarks/longform.py in their tiny modes, so the scripts cannot rot.
+"""benchmarks/speed.py, longform.py and serve.py in their tiny modes, so the scripts cannot rot.
 
 Each script runs end to end on tiny random models (conf/clsr_tiny.yaml, a 1-layer Whisper) and
 a few seconds of synthetic audio; the checks are on the structure and consistency of the
@@ -185,6 +185,21 @@ def test_longform_tiny_end_to_end(tmp_path, qa_jsonl):
     assert set(saved["targets"]) >= {"peak_memory_mb_0.005h"}
     assert report["model"]["what"].startswith("tiny random model")
     assert not list((tmp_path / "work").glob("*.wav"))  # recordings are removed once scored
+
+
+def test_serve_load_tiny_end_to_end(tmp_path):
+    """A real `funasr-clsr serve` process: a 3-minute recording, two clients, the server's own timings."""
+    sv = _load("serve")
+    report = sv.main(["--tiny", "--minutes", "3", "--clients", "2", "--queries", "6", "--warmup", "2",
+                      "--single-client", "4", "--work", str(tmp_path / "work"), "--json", str(tmp_path / "s.json")])
+    load = report["load"]
+    assert load["errors"] == 0 and load["answered"] == 12 and load["latency_ms"]["count"] == 12
+    assert set(load["server_ms"]) == {"took", "encode", "search"}
+    for side in (load, report["single_client"]):
+        srv, lat = side["server_ms"], side["latency_ms"]
+        assert 0 < srv["encode"]["p50"] <= srv["took"]["p50"] and srv["took"]["max"] <= lat["max"]
+    assert report["single_client"]["latency_ms"]["count"] == 4
+    assert json.loads((tmp_path / "s.json").read_text())["load"]["server_ms"]["took"]["count"] == 12
 
 
 def test_recording_layout_is_sample_exact(tmp_path, qa_jsonl):

@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from clsr_testing import SECRET_CANARIES
 
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
 SR = 16000
-KEY = "test-key-5f1c9a7e"
+KEY = SECRET_CANARIES["server API key"]  # conftest checks no file of the run holds it
 
 
 @pytest.fixture
@@ -94,6 +95,9 @@ def test_upload_index_search_play_delete(make_client, retriever, audio, wait_job
     assert [h["rank"] for h in hits] == list(range(1, 9))
     np.testing.assert_allclose([h["score"] for h in sorted(hits, key=lambda h: h["start"])], expect, atol=1e-4)
     assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+    timing = r.json()["timing_ms"]  # the server's own split of took_ms
+    assert timing["encode"] > 0 and timing["search"] > 0
+    assert timing["encode"] + timing["search"] <= r.json()["took_ms"] + 0.02
 
     # the clip URL serves exactly that segment's samples
     r = client.get(top["clip_url"])
