@@ -25,7 +25,8 @@ Past the loaders (a tiny random CLSR, exported once into ``--work``; robustness 
   FastAPI's TestClient: a 2xx, or a 4xx with a one-line JSON ``error``; anything else is a crash, and
   ``GET /v1/recordings`` must list exactly the uploads whose jobs finished;
 - ``kills``: ``funasr-clsr index`` over 12 recordings SIGKILLed at ``--kills`` random moments (uniform
-  over its indexing phase: from its first write to 1.1x the time an uninterrupted run needs after it); each time the index must open, hold only whole recordings
+  over its indexing phase: from its first write to 1.2x the span between an uninterrupted run's first
+  and last writes); each time the index must open, hold only whole recordings
   whose segments and vectors equal an uninterrupted run's, and a rerun must end equal to that run.
 """
 from __future__ import annotations
@@ -455,24 +456,29 @@ def run_kills(n_kills: int, seed: int, work: Path, model_dir: Path, recordings: 
     ref_dir = tmp / "reference"
     t0 = time.perf_counter()
     proc = start(ref_dir)
-    first_write = None
+    first_write = last_write = None
+    seen = 0
     while proc.poll() is None:
-        if first_write is None and ref_dir.exists() and any(ref_dir.iterdir()):
-            first_write = time.perf_counter() - t0
-        time.sleep(0.01)
+        files = sum(1 for _ in ref_dir.rglob("*")) if ref_dir.exists() else 0
+        if files != seen:  # a commit adds data, manifest and version files
+            seen, last_write = files, time.perf_counter() - t0
+            first_write = first_write if first_write is not None else last_write
+        time.sleep(0.005)
     total = time.perf_counter() - t0
     out, err = proc.communicate()
     if proc.returncode != 0:
         raise RuntimeError(f"the uninterrupted run failed: {err.decode()[-800:]}")
     reference = _index_contents(ref_dir)
     first_write = first_write or 0.0
+    last_write = last_write or total
     rng = np.random.default_rng(seed)
     runs = []
     for i in range(n_kills):
         index = tmp / f"killed{i:02d}"
         # start-up (imports, model load) varies by seconds between runs: the moment is drawn within
-        # this run's own indexing phase, from its first write to the end the uninterrupted run took
-        after = float(rng.uniform(0.0, 1.1 * (total - first_write)))
+        # this run's own indexing phase, from its first write to 1.2x the uninterrupted run's last
+        # (the exit after it takes longer than the commits and tells nothing)
+        after = float(rng.uniform(0.0, 1.2 * (last_write - first_write)))
         proc = start(index)
         t_start = time.perf_counter()
         while proc.poll() is None and not (index.exists() and any(index.iterdir())):
@@ -497,7 +503,8 @@ def run_kills(n_kills: int, seed: int, work: Path, model_dir: Path, recordings: 
         runs.append(row)
     held = [r["recordings"] for r in runs]
     return {"kills": n_kills, "recordings": recordings, "segments": sum(len(v) for v in reference.values()),
-            "uninterrupted_s": round(total, 1), "first_write_s": round(first_write, 1),
+            "uninterrupted_s": round(total, 1), "first_write_s": round(first_write, 2),
+            "last_write_s": round(last_write, 2),
             "killed_mid_run": sum(not r["exited_before_the_kill"] for r in runs),
             "index_opened": sum(r["opened"] for r in runs),
             "partial_or_wrong_recordings": sum(r["partial_or_wrong"] for r in runs),
