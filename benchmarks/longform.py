@@ -52,14 +52,21 @@ logger = logging.getLogger("longform")
 # --------------------------------------------------------------------------- recordings
 
 
-def context_rows(jsonl: Path) -> list[dict]:
-    """One entry per context (first occurrence order) with all of its questions."""
+def context_rows(jsonl: Path, seen_voices: str | None = None, seen_rates: str | None = None) -> list[dict]:
+    """One entry per context (first occurrence order) with all of its questions.
+
+    ``seen_voices`` (and ``seen_rates``): keep only contexts read by another voice or at another
+    rate (unseen in training), as ``evaluate --seen-voices`` splits them.
+    """
     rows = bc.read_jsonl(jsonl)
     contexts: dict[str, dict] = {}
+    voices, rates = set((seen_voices or "").split()), set(map(int, (seen_rates or "").split()))
     for n, row in enumerate(rows, start=1):
-        for key in ("source", "question"):
+        for key in ("source", "question") + (("voice",) if voices else ()):
             if not row.get(key):
                 raise bc.BenchmarkInputError(f"{jsonl}:{n}: no '{key}' field")
+        if voices and row["voice"] in voices and (not rates or int(row.get("rate") or 0) in rates):
+            continue  # a seen voice and rate
         cid = str(row.get("context_id") or row["source"])
         c = contexts.setdefault(cid, {"context_id": cid, "source": row["source"], "questions": []})
         c["questions"].append(row["question"])
@@ -326,6 +333,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                           "(timings and memory of the small config; retrieval at chance)")
     src.add_argument("--tiny", action="store_true", help="export a tiny random model (conf/clsr_tiny.yaml): smoke run")
     p.add_argument("--jsonl", type=Path, default=bc.RECIPE_TEST_JSONL, help="QA jsonl with source/question/context_id")
+    p.add_argument("--seen-voices", help="training voices: build recordings from the other contexts only "
+                   "(unseen voice or rate)")
+    p.add_argument("--seen-rates", help="with --seen-voices: training speaking rates")
     p.add_argument("--minutes", default="10,30,60", help="recording lengths in minutes (comma list)")
     p.add_argument("--window", type=float, default=40.0, help="window length in seconds (default 40)")
     p.add_argument("--batch", type=int, default=8, help="windows per encode_speech batch")
@@ -396,7 +406,9 @@ def _run(args, work: Path) -> dict:
     report: dict[str, Any] = {"command": bc.command_line(), "machine": bc.machine_info(args.threads),
                               "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
                                            if not k.startswith("memory_child")}}
-    contexts = context_rows(args.jsonl)
+    contexts = context_rows(args.jsonl, args.seen_voices, args.seen_rates)
+    if not contexts:
+        raise bc.BenchmarkInputError(f"{args.jsonl}: no context left after the seen-voice filter")
     model_dir, model_desc = _resolve_model(args, work)
     report["model"] = {"dir": str(model_dir), "what": model_desc}
     try:

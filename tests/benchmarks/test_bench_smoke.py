@@ -266,3 +266,15 @@ def test_batch_one_run_keeps_the_speed_target():
     timings = {f"{s}@b1": {"median_s": t, "rtf": t / 30.0} for s, t in (("clsr", 1.5), ("whisper_hf", 7.5))}
     target = sp.evaluate_targets(timings, batch=1, cosines={})["speedup_vs_whisper_hf_b1_fp32"]
     assert target["value"] == pytest.approx(5.0) and target["target"] == 4.5 and target["met"]
+
+
+def test_longform_keeps_only_unseen_voice_or_rate_contexts(tmp_path):
+    lf = _load("longform")
+    rows = [{"source": f"c{i}.wav", "question": "q", "context_id": f"c{i}", "voice": v, "rate": r}
+            for i, (v, r) in enumerate([("a", 150), ("a", 200), ("new", 150), ("b", 150)])]
+    path = tmp_path / "qa.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert [c["context_id"] for c in lf.context_rows(path)] == ["c0", "c1", "c2", "c3"]
+    kept = lf.context_rows(path, seen_voices="a b", seen_rates="140 150")
+    assert [c["context_id"] for c in kept] == ["c1", "c2"]  # an unseen rate, an unseen voice
+    assert [c["context_id"] for c in lf.context_rows(path, seen_voices="a b")] == ["c2"]
