@@ -98,13 +98,15 @@ def resolve_model(args, work: Path) -> tuple[Path, str]:
 class Server:
     """``funasr-clsr serve`` in a child process on a free loopback port."""
 
-    def __init__(self, model_dir: Path, index_dir: Path, allowed: Path, threads: int, key: str, window: float):
+    def __init__(self, model_dir: Path, index_dir: Path, allowed: Path, threads: int, key: str, window: float,
+                 search_workers: int = 1):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "FUNASR_CLSR_API_KEY": key}
         cmd = [sys.executable, "-m", "funasr_clsr.bin.cli", "serve", "--model", str(model_dir), "--index",
-               str(index_dir), "--port", str(self.port), "--allowed-dir", str(allowed), "--window", str(window)]
+               str(index_dir), "--port", str(self.port), "--allowed-dir", str(allowed), "--window", str(window),
+               "--search-workers", str(search_workers)]
         self.log = open(index_dir.parent / "server.log", "w")
         self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=str(bc.REPO))
         self.headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
@@ -258,7 +260,8 @@ def run(args) -> dict:
         side_wav = audio_dir / f"synthetic_{args.with_indexing:g}min_b.wav"
         write_recording(side_wav, args.with_indexing, args.seed + 1)
 
-    server = Server(model_dir, index_dir, audio_dir, args.threads, secrets.token_hex(16), args.window)
+    server = Server(model_dir, index_dir, audio_dir, args.threads, secrets.token_hex(16), args.window,
+                    args.search_workers)
     rss: list[tuple[float, float, str]] = []
     phase = ["start"]
     stop_sampling = threading.Event()
@@ -380,6 +383,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--with-indexing", type=float, default=0.0, metavar="MINUTES",
                    help="index a second recording of this length while the load runs (0: none)")
     p.add_argument("--window", type=float, default=40.0)
+    p.add_argument("--search-workers", type=int, default=1, help="the server's --search-workers")
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")),
                    help="torch threads of the server (OMP_NUM_THREADS)")
     p.add_argument("--max-seconds", type=float, default=1800.0, help="upper bound on every phase")

@@ -237,7 +237,8 @@ def cmd_serve(args) -> int:
 
     retriever = _retriever(args, window_s=args.window)
     app = create_app(retriever, args.index, uploads_dir=args.uploads, allowed_dirs=args.allowed_dir,
-                     max_upload_bytes=int(args.max_upload_mb * 2 ** 20), cors_origins=args.cors_origin)
+                     max_upload_bytes=int(args.max_upload_mb * 2 ** 20), cors_origins=args.cors_origin,
+                     search_workers=args.search_workers)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get(API_KEY_ENV):
         logger.warning("serving on %s without %s: anyone who can reach it can index and search", args.host,
                        API_KEY_ENV)
@@ -516,6 +517,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a directory whose files requests may name by path (repeatable; default: none)")
     p.add_argument("--max-upload-mb", type=float, default=512.0, help="largest upload accepted (MiB)")
     p.add_argument("--cors-origin", action="append", default=[], help="an origin allowed to call the API (repeatable)")
+    p.add_argument("--search-workers", type=int, default=1,
+                   help="threads that encode and look up the text searches waiting at a time, batched (default 1: measured faster on 2 cores, docs/serve.md)")
     p.set_defaults(func=cmd_serve)
     return ap
 

@@ -39,6 +39,7 @@ from ..audio import AudioError, audio_info, check_speech_header, load_audio
 from ..longform import check_questions, check_top_k, safe_name, write_clip
 from ..retrieval.pipeline import _wav_declared_seconds
 from .archive import Archive, UnknownRecordingError
+from .batching import QueryBatcher
 from .jobs import IndexingJobs
 from .middleware import APIKeyMiddleware, BodyLimitMiddleware
 
@@ -209,7 +210,8 @@ def _hit(h: dict[str, Any], rank: int) -> dict[str, Any]:
 def create_app(retriever_or_model: Any, index_dir: str | os.PathLike, *, uploads_dir: str | os.PathLike | None = None,
                allowed_dirs: Sequence[str | os.PathLike] = (), api_key: str | None = None,
                max_upload_bytes: int = 512 << 20, cors_origins: Sequence[str] = (), max_clip_seconds: float = 600.0,
-               max_question_seconds: float = 60.0, window_s: float = 40.0, batch_size: int = 8) -> FastAPI:
+               max_question_seconds: float = 60.0, window_s: float = 40.0, batch_size: int = 8,
+               search_workers: int = 1) -> FastAPI:
     """The server for one index.
 
     ``retriever_or_model``: a :class:`~funasr_clsr.retrieval.pipeline.LongFormRetriever`, or what
@@ -218,6 +220,8 @@ def create_app(retriever_or_model: Any, index_dir: str | os.PathLike, *, uploads
     ``<index>.uploads`` of the index directory, never inside it). Requests may name files only
     under ``allowed_dirs``. ``api_key``: default ``$FUNASR_CLSR_API_KEY``; when set, every request
     but the page's static files and the API description needs ``Authorization: Bearer <key>``.
+    ``search_workers``: threads that answer the text searches waiting at a time in one batch
+    (:class:`~funasr_clsr.serve.batching.QueryBatcher`).
     """
     from ..retrieval.pipeline import LongFormRetriever
 
@@ -238,12 +242,15 @@ def create_app(retriever_or_model: Any, index_dir: str | os.PathLike, *, uploads
 
     archive = Archive(retriever, index_path, uploads)
     jobs = IndexingJobs(archive)
+    batcher = QueryBatcher(lambda qs: retriever.encode_questions(qs)[1],
+                           lambda vectors, k: archive.search(vectors, k), workers=search_workers)
     submit_lock = threading.Lock()  # check-then-submit of a recording id is one step
 
     @asynccontextmanager
     async def lifespan(_app):
         yield
         jobs.close()
+        batcher.close()
 
     from .. import __version__
 
@@ -422,6 +429,7 @@ def create_app(retriever_or_model: Any, index_dir: str | os.PathLike, *, uploads
             raise _refuse(404, f"unknown recording id {rid!r}")
         if rid is not None and req.where is not None:
             raise _refuse(400, "give either recording_id or where, not both")
+        timing = None
         try:
             if wav is not None:
                 seconds = audio_info(wav).duration_s  # the header first: no decoding of an hour of "question"
@@ -433,8 +441,11 @@ def create_app(retriever_or_model: Any, index_dir: str | os.PathLike, *, uploads
                 record = {"question": wav_name, "question_transcript": records[0].get("question_transcript")}
             else:
                 questions = check_questions(req.question)
-                records, vectors = retriever.encode_questions(questions)
                 record = {"question": questions[0], "question_transcript": None}
+                if rid is None and req.where is None:  # the common search: batched with concurrent ones
+                    vectors, best, timing = batcher(questions[0], k)
+                else:
+                    records, vectors = retriever.encode_questions(questions)
         except AudioError as exc:
             raise _refuse(400, str(exc).replace(str(wav), wav_name)) from None
         except ValueError as exc:
@@ -442,7 +453,10 @@ def create_app(retriever_or_model: Any, index_dir: str | os.PathLike, *, uploads
         t_encoded = time.perf_counter()
         timeline = None
         try:
-            if rid is not None:
+            if timing is not None:  # searched by the batcher
+                if req.timeline and best:
+                    timeline = archive.recording_scores(best[0]["recording_id"], vectors[:1])
+            elif rid is not None:
                 scored = archive.recording_scores(rid, vectors[:1])
                 best = sorted(scored, key=lambda h: -h["score"])[:k]
                 timeline = scored if req.timeline else None
@@ -462,8 +476,10 @@ def create_app(retriever_or_model: Any, index_dir: str | os.PathLike, *, uploads
                                              "score": round(float(h["score"]), 6)} for h in timeline]}
         t_end = time.perf_counter()
         out["took_ms"] = round(1000 * (t_end - t0), 2)
-        # where a search's time goes: the question through the model, then the store
-        out["timing_ms"] = {"encode": round(1000 * (t_encoded - t0), 2), "search": round(1000 * (t_end - t_encoded), 2)}
+        # where a search's time goes: the question through the model, then the store (batched: the
+        # batch's passes, and how many questions it held)
+        out["timing_ms"] = timing or {"encode": round(1000 * (t_encoded - t0), 2),
+                                      "search": round(1000 * (t_end - t_encoded), 2), "batch": 1}
         return out
 
     search_doc = {"requestBody": {"content": {
