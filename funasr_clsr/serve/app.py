@@ -453,18 +453,16 @@ def create_app(retriever_or_model: Any, index_dir: str | os.PathLike, *, uploads
         t_encoded = time.perf_counter()
         timeline = None
         try:
-            if timing is not None:  # searched by the batcher
-                if req.timeline and best:
-                    timeline = archive.recording_scores(best[0]["recording_id"], vectors[:1])
-            elif rid is not None:
+            if rid is not None:
                 scored = archive.recording_scores(rid, vectors[:1])
                 best = sorted(scored, key=lambda h: -h["score"])[:k]
                 timeline = scored if req.timeline else None
             else:
-                try:
-                    best = archive.search(vectors[:1], k, where=req.where)[0]
-                except ValueError as exc:  # FilterError: a where the store cannot parse or apply
-                    raise _refuse(400, exc) from None
+                if timing is None:  # not searched by the batcher
+                    try:
+                        best = archive.search(vectors[:1], k, where=req.where)[0]
+                    except ValueError as exc:  # FilterError: a where the store cannot parse or apply
+                        raise _refuse(400, exc) from None
                 if req.timeline and best:
                     timeline = archive.recording_scores(best[0]["recording_id"], vectors[:1])
         except UnknownRecordingError as exc:  # deleted meanwhile
