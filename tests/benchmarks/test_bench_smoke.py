@@ -194,7 +194,7 @@ def test_serve_load_tiny_end_to_end(tmp_path):
                       "--single-client", "4", "--work", str(tmp_path / "work"), "--json", str(tmp_path / "s.json")])
     load = report["load"]
     assert load["errors"] == 0 and load["answered"] == 12 and load["latency_ms"]["count"] == 12
-    assert set(load["server_ms"]) == {"took", "encode", "search"}
+    assert set(load["server_ms"]) == {"took", "encode", "search", "batch"}
     for side in (load, report["single_client"]):
         srv, lat = side["server_ms"], side["latency_ms"]
         assert 0 < srv["encode"]["p50"] <= srv["took"]["p50"] and srv["took"]["max"] <= lat["max"]
