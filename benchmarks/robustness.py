@@ -197,10 +197,14 @@ STAGES = ("loaders", "cli", "query", "server", "kills")
 ERROR_LINE = "funasr-clsr index: error: "
 
 
+def _cli_command(*args: str) -> dict:
+    """``funasr-clsr ARGS`` as subprocess keywords: this checkout's package, one torch thread."""
+    return {"args": [sys.executable, "-m", "funasr_clsr.bin.cli", *args], "cwd": bench_common.REPO,
+            "env": {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(bench_common.REPO)}}
+
+
 def _cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(bench_common.REPO)}
-    return subprocess.run([sys.executable, "-m", "funasr_clsr.bin.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=bench_common.REPO)
+    return subprocess.run(**_cli_command(*args), capture_output=True, text=True, timeout=timeout)
 
 
 def _write_fuzz_audio(n: int, seed: int, folder: Path) -> list[tuple[str, Path]]:
@@ -367,12 +371,10 @@ def run_server(n_audio: int, n_questions: int, seed: int, work: Path, retriever,
     a_counts = {"ok": 0, "clear_error": 0, "crash": 0}
     crashes = []
     with TestClient(app, raise_server_exceptions=False) as client:
-        def count(counts, what, resp):
-            result, why = _http_result(resp)
+        def count(counts, what, result, why=""):
             counts[result] += 1
             if why and len(crashes) < 20:
                 crashes.append({"input": what, "why": why})
-            return result
 
         raw_bodies = [b"\xff\xfe\xfd", b'{"question": "\xc3\x28"}', b"{not json", b"", b"[]", b"null",
                       b'{"question": "ok", "top_k": "3"}', b'{"question": "ok", "top_k": 1e9}',
@@ -381,22 +383,25 @@ def run_server(n_audio: int, n_questions: int, seed: int, work: Path, retriever,
             if i % 10 == 9:  # every tenth: a raw body (not UTF-8, not JSON, wrong types, bad filters)
                 resp = client.post("/v1/search", content=raw_bodies[(i // 10) % len(raw_bodies)],
                                    headers={"content-type": "application/json"})
-                count(q_counts, f"raw body {(i // 10) % len(raw_bodies)}", resp)
+                count(q_counts, f"raw body {(i // 10) % len(raw_bodies)}", *_http_result(resp))
                 continue
             try:
                 body = json.dumps({"question": q, "top_k": 3})
             except (TypeError, ValueError):  # not JSON-serialisable (a lone surrogate goes as its escape)
                 body = json.dumps({"question": str(q)})
-            count(q_counts, name, client.post("/v1/search", content=body.encode("utf-8", "surrogatepass"),
-                                               headers={"content-type": "application/json"}))
+            resp = client.post("/v1/search", content=body.encode("utf-8", "surrogatepass"),
+                               headers={"content-type": "application/json"})
+            count(q_counts, name, *_http_result(resp))
         jobs = {}
-        for kind, suffix, data in audio_inputs(n_audio, seed):
-            rid = f"up{len(jobs) + a_counts['clear_error'] + a_counts['crash']:05d}"
+        for i, (kind, suffix, data) in enumerate(audio_inputs(n_audio, seed)):
+            rid = f"up{i:05d}"
             resp = client.post("/v1/recordings", files={"file": (f"{rid}{suffix}", data)},
                                data={"recording_id": rid})
-            if count(a_counts, f"upload {rid} ({kind})", resp) == "ok":
-                a_counts["ok"] -= 1  # counted when its job ends
+            result, why = _http_result(resp)
+            if result == "ok":  # counted when its job ends
                 jobs[rid] = resp.json()["job_id"]
+            else:
+                count(a_counts, f"upload {rid} ({kind})", result, why)
         finished = set()
         for rid, job_id in jobs.items():
             deadline = time.monotonic() + job_timeout
@@ -406,15 +411,13 @@ def run_server(n_audio: int, n_questions: int, seed: int, work: Path, retriever,
                     break
                 time.sleep(0.02)
             if job["state"] == "done":
-                a_counts["ok"] += 1
+                count(a_counts, f"job {rid}", "ok")
                 if job.get("segments"):
                     finished.add(rid)
             elif job["state"] == "failed" and isinstance(job.get("error"), str) and "\n" not in job["error"].strip():
-                a_counts["clear_error"] += 1
+                count(a_counts, f"job {rid}", "clear_error")
             else:
-                a_counts["crash"] += 1
-                if len(crashes) < 20:
-                    crashes.append({"input": f"job {rid}", "why": f"{job['state']}: {job.get('error')}"[:300]})
+                count(a_counts, f"job {rid}", "crash", f"{job['state']}: {job.get('error')}"[:300])
         listed = {r["recording_id"] for r in client.get("/v1/recordings").json()["recordings"]}
         alive = client.get("/health").status_code == 200
     exact = listed == before | finished
@@ -422,24 +425,24 @@ def run_server(n_audio: int, n_questions: int, seed: int, work: Path, retriever,
             "crashes": crashes, "recordings_listed_exactly_the_finished_uploads": exact, "serving_after": alive}
 
 
+def _same_segments(rows: list, ref: list | None) -> bool:
+    """One recording's [(start, end, vector)] equal to the reference's: same windows, vectors within 1e-5."""
+    return ref is not None and len(rows) == len(ref) and all(
+        (a[0], a[1]) == (b[0], b[1]) and float(np.abs(a[2] - b[2]).max()) <= 1e-5 for a, b in zip(rows, ref))
+
+
 def _kill_check(index: Path, reference: dict) -> dict:
-    """What a killed run left: whole recordings equal to the reference's, nothing else."""
+    """What a killed run left (opening the index raises if it cannot be opened): whole recordings equal
+    to the reference's, nothing else."""
     if not index.exists() or not any(index.iterdir()):
-        return {"opened": True, "recordings": 0, "partial_or_wrong": 0}
+        return {"recordings": 0, "partial_or_wrong": 0}
     held = _index_contents(index)
-    bad = 0
-    for rid, rows in held.items():
-        ref = reference.get(rid)
-        if ref is None or len(ref) != len(rows) or any(
-                (a[0], a[1]) != (b[0], b[1]) or float(np.abs(a[2] - b[2]).max()) > 1e-5 for a, b in zip(rows, ref)):
-            bad += 1
-    return {"opened": True, "recordings": len(held), "partial_or_wrong": bad}
+    return {"recordings": len(held),
+            "partial_or_wrong": sum(not _same_segments(rows, reference.get(rid)) for rid, rows in held.items())}
 
 
 def _same_index(a: dict, b: dict) -> bool:
-    return set(a) == set(b) and all(
-        len(a[r]) == len(b[r]) and all((x[0], x[1]) == (y[0], y[1]) and float(np.abs(x[2] - y[2]).max()) <= 1e-5
-                                       for x, y in zip(a[r], b[r])) for r in a)
+    return set(a) == set(b) and all(_same_segments(a[r], b[r]) for r in a)
 
 
 def run_kills(n_kills: int, seed: int, work: Path, model_dir: Path, recordings: int = 12) -> dict:
@@ -447,11 +450,10 @@ def run_kills(n_kills: int, seed: int, work: Path, model_dir: Path, recordings: 
     tmp = Path(tempfile.mkdtemp(dir=work))
     lst = _list_file(tmp / "recs.list", _good_recordings(work / "kill_recordings", recordings, 90.0, seed))
     args = ["--model", str(model_dir), "--no-progress", "--json", "--list", str(lst)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(bench_common.REPO)}
 
     def start(index: Path) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "funasr_clsr.bin.cli", "index", "--index", str(index), *args],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=bench_common.REPO)
+        return subprocess.Popen(**_cli_command("index", "--index", str(index), *args), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
 
     ref_dir = tmp / "reference"
     t0 = time.perf_counter()
@@ -506,7 +508,7 @@ def run_kills(n_kills: int, seed: int, work: Path, model_dir: Path, recordings: 
             "uninterrupted_s": round(total, 1), "first_write_s": round(first_write, 2),
             "last_write_s": round(last_write, 2),
             "killed_mid_run": sum(not r["exited_before_the_kill"] for r in runs),
-            "index_opened": sum(r["opened"] for r in runs),
+            "index_opened": len(runs),  # _kill_check opened each one (it raises otherwise)
             "partial_or_wrong_recordings": sum(r["partial_or_wrong"] for r in runs),
             "recordings_held_at_kill": {"min": min(held, default=0), "median": float(np.median(held)) if held else 0,
                                         "max": max(held, default=0)},

@@ -45,8 +45,11 @@ def read_training_config(path: str | Path) -> dict:
         raise ValueError(f"{path}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
 
 
-def model_config(config: dict) -> dict:
-    """The model part of a (training) config, with paths made relative to the model directory."""
+def model_config(config: dict, do_lower_case: bool) -> dict:
+    """The model part of a (training) config, with paths made relative to the model directory.
+
+    ``do_lower_case``: the ASR tokenizer's casing as built (configs may say null: the text encoder's).
+    """
     cfg = {k: copy.deepcopy(config[k]) for k in MODEL_KEYS if k in config and config[k] is not None}
     cfg["model_conf"] = dict(cfg.get("model_conf") or {})
     te_conf = dict(cfg["model_conf"].get("text_encoder_conf") or {})
@@ -56,6 +59,7 @@ def model_config(config: dict) -> dict:
         cfg["model_conf"]["text_encoder_conf"] = te_conf
     cfg["tokenizer_conf"] = {k: v for k, v in (cfg.get("tokenizer_conf") or {}).items() if k != "token_list"}
     cfg["tokenizer_conf"]["token_list"] = "tokens.txt"
+    cfg["tokenizer_conf"]["do_lower_case"] = bool(do_lower_case)
     cfg["frontend_conf"] = {k: v for k, v in (cfg.get("frontend_conf") or {}).items() if k != "cmvn_file"}
     cfg["frontend_conf"]["dither"] = 0.0  # deterministic features at inference
     cfg["clsr_format_version"] = MODEL_FORMAT_VERSION
@@ -94,8 +98,7 @@ def export_model_dir(config: dict, model: torch.nn.Module, out_dir: str | Path, 
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    cfg = model_config(config)
-    cfg["tokenizer_conf"]["do_lower_case"] = bool(model.asr_tokenizer.do_lower_case)  # null in configs: resolved here
+    cfg = model_config(config, model.asr_tokenizer.do_lower_case)
     encoder = getattr(model, "encoder", None)
     if hasattr(encoder, "config_dict"):  # Whisper: the architecture goes with the model, the weights are in model.pt
         conf = dict(cfg.get("encoder_conf") or {})

@@ -27,13 +27,14 @@ def text_encoder_vocab(token_list: str | Path) -> Path | None:
     ``token_list: ${model_conf.text_encoder_conf.path}``), so a folder stands for its vocab.txt.
     """
     path = Path(token_list).expanduser()
-    if path.is_file():
-        return None
-    if not path.is_dir() and not ("/" in str(token_list) and not path.exists()):
-        return None
-    from funasr_clsr.text_encoder import resolve_text_encoder_dir  # text_encoder imports this module
+    if path.is_dir():
+        folder = path
+    elif "/" in str(token_list) and not path.exists():  # a hub id
+        from funasr_clsr.text_encoder import resolve_text_encoder_dir  # text_encoder imports this module
 
-    folder = path if path.is_dir() else resolve_text_encoder_dir(str(token_list))
+        folder = resolve_text_encoder_dir(str(token_list))
+    else:  # a token file (or a missing one: read_token_list says so)
+        return None
     vocab = folder / "vocab.txt"
     if not vocab.is_file():
         raise FileNotFoundError(f"token list {token_list} is a folder without vocab.txt: pass a tokens.txt "
@@ -84,12 +85,12 @@ class WordPieceTokenizer:
         if token_list is None or (isinstance(token_list, str) and token_list in ("", "???")):
             raise ValueError("WordPieceTokenizer needs tokenizer_conf.token_list: a tokens.txt, or the text "
                              "encoder's folder for its whole vocabulary")
+        vocab = text_encoder_vocab(token_list) if isinstance(token_list, (str, Path)) else None  # resolved once
         if do_lower_case is None:  # a text encoder folder says how it cases; a bare token list: uncased
-            vocab = text_encoder_vocab(token_list) if isinstance(token_list, (str, Path)) else None
             from funasr_clsr.text_encoder import read_lowercase
 
             do_lower_case = read_lowercase(vocab.parent) if vocab is not None else True
-        self.token_list = read_token_list(token_list)
+        self.token_list = read_token_list(vocab or token_list)
         self.token2id = {t: i for i, t in enumerate(self.token_list)}
         self.do_lower_case = do_lower_case
         tok = Tokenizer(models.WordPiece(vocab=self.token2id, unk_token="[UNK]",

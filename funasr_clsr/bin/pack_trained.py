@@ -48,7 +48,7 @@ def pack(exp: str, out: str, checkpoint: str = "auto", dtype: str = "float16", n
     exp_dir, out_dir = Path(exp), Path(out)
     if not (exp_dir / "config.yaml").is_file():
         raise CLIError(f"{exp_dir}: no config.yaml (not a training output dir)")
-    from funasr_clsr.export import read_training_config
+    from funasr_clsr.export import model_config, read_training_config
     from funasr_clsr.tokenizer import WordPieceTokenizer
 
     cfg = read_training_config(exp_dir / "config.yaml")
@@ -67,10 +67,7 @@ def pack(exp: str, out: str, checkpoint: str = "auto", dtype: str = "float16", n
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": kept}, out_dir / "model.pt")
     (out_dir / "tokens.txt").write_text("\n".join(tokenizer.token_list) + "\n", encoding="utf-8")
-    from funasr_clsr.export import model_config
-
-    model_cfg = model_config(cfg)
-    model_cfg["tokenizer_conf"]["do_lower_case"] = tokenizer.do_lower_case
+    model_cfg = model_config(cfg, tokenizer.do_lower_case)
     model_cfg.pop("funasr_clsr_version", None)
     (out_dir / "config.yaml").write_text(yaml.safe_dump(model_cfg, sort_keys=False))
     try:

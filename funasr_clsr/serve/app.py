@@ -445,7 +445,7 @@ def create_app(retriever_or_model: Any, index_dir: str | os.PathLike, *, uploads
                 if rid is None and req.where is None:  # the common search: batched with concurrent ones
                     vectors, best, timing = batcher(questions[0], k)
                 else:
-                    records, vectors = retriever.encode_questions(questions)
+                    _, vectors = retriever.encode_questions(questions)
         except AudioError as exc:
             raise _refuse(400, str(exc).replace(str(wav), wav_name)) from None
         except ValueError as exc:
