@@ -235,6 +235,8 @@ def cmd_serve(args) -> int:
 
     from funasr_clsr.serve import API_KEY_ENV, create_app
 
+    if args.search_workers < 1:  # before the model loads
+        raise CLIError(f"--search-workers must be >= 1, got {args.search_workers}")
     retriever = _retriever(args, window_s=args.window)
     app = create_app(retriever, args.index, uploads_dir=args.uploads, allowed_dirs=args.allowed_dir,
                      max_upload_bytes=int(args.max_upload_mb * 2 ** 20), cors_origins=args.cors_origin,

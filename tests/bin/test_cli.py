@@ -118,6 +118,8 @@ def test_errors_are_one_line_with_exit_code_2(tiny, audio, tmp_path, capsys):
     assert rc == 2 and "rebuild it with this model" in last_line(err)
     with pytest.raises(Exception, match="no segment index"):
         run(capsys, "--debug", "query", "--model", model, "--index", tmp_path / "none", "who")
+    rc, _, err = run(capsys, "serve", "--model", model, "--index", idx, "--search-workers", 0)
+    assert rc == 2 and last_line(err) == "funasr-clsr serve: error: --search-workers must be >= 1, got 0"
     with pytest.raises(SystemExit) as exc:
         run(capsys, "index", "--model", model)  # argparse: --index is required
     assert exc.value.code == 2
