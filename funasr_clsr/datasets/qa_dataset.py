@@ -177,4 +177,6 @@ class AudioQADataset(AudioDataset):
                        question_text_lengths=torch.tensor([len(q_ids)], dtype=torch.int32))
         elif "question" in item:
             out["question"] = item["question"]
+        if "teacher_text" in item:  # a teacher transcript of the context (ParaBGE's distill_weight)
+            out["teacher_text"] = item["teacher_text"]
         return out

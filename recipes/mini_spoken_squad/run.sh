@@ -54,13 +54,14 @@ asr_epochs=          # stage 3
 asr_warmup_epochs=   # stage 3's first epochs: sampler asr_warmup_sampling_ratio, no CIF-alignment loss
 asr_warmup_sampling_ratio=0.75   # the paper's ratio, for those first epochs
 joint_epochs=        # stage 4
+dual_epochs=5        # stage 4, the dual encoders on the frozen Whisper encoder (parabge, speechdpr)
 # stage 4: joint_lr, joint_warmup, joint_batch, joint_nce_weight, joint_mae_weight (conf/joint.sh)
 . conf/joint.sh
 . local/trainer.sh   # recipe_train, asr_only_overrides: how every stage calls the trainer
 sampling_ratio=0.0   # Paraformer sampler ratio, stages 3-4 (paper: 0.75). 0: the decoder learns from
                      # the CIF embeddings alone; with 0.75 a decoder trained from nothing learnt to copy
                      # the sampled-in targets and stayed poor (README, "ASR from nothing")
-systems=             # stage 4-6 systems besides clsr, e.g. "cascade parabge clap clsr_no_vq"
+systems=             # stage 4-6 systems besides clsr, e.g. "cascade parabge speechdpr clap clsr_no_vq"
 whisper=             # true: add the Whisper-base cascade row (faster-whisper, offline)
 speech_questions=    # true: add the clsr_speech_q row (same model, spoken questions)
 speech_branch=whisper  # whisper: Whisper-base's pretrained encoder (frozen, outputs cached per utterance);
@@ -322,13 +323,34 @@ if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
   if has_system clsr_no_sampler && [ "${sampling_ratio}" = 0.0 ]; then log "  clsr_no_sampler: skipped, clsr itself runs without the sampler (--sampling-ratio 0.0)"; fi
   if has_system clsr_no_sampler && [ "${sampling_ratio}" != 0.0 ]; then train clsr_no_sampler "${asr_config}" "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" ${joint_opt} ${joint_loss} "${te_conf}" "${asr_init}" ${branch_opts} ++model_conf.sampling_ratio=0.0; fi
   if has_system clsr_no_pretrain; then train clsr_no_pretrain clsr_mini_en.yaml "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" ${joint_opt} "${te_conf}"; fi
-  if has_system parabge; then train parabge parabge_mini_en.yaml "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" ${joint_opt} "${te_conf}" "${asr_init}"; fi
+  # the dual encoders on the frozen Whisper encoder train only a linear map: their config's learning
+  # rate (not the joint stage's 5e-5, tuned for a pretrained decoder), a short warm-up, dual_epochs
+  dual_opt="++scheduler_conf.warmup_steps=50 ++dataset_conf.batch_size=${joint_batch} ++dataset_conf.max_source_length=6000"
+  if has_system parabge && [ "${speech_branch}" = whisper ]; then  # on CLSR's frozen Whisper-base encoder (its cache)
+    train parabge parabge_whisper_base_mini_en.yaml "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${dual_epochs}" ${dual_opt} "${te_conf}" ${branch_opts}
+  elif has_system parabge; then
+    train parabge parabge_mini_en.yaml "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" ${joint_opt} "${te_conf}" "${asr_init}"
+  fi
+  if has_system speechdpr; then
+    # SpeechDPR-style: ParaBGE's tower on the same encoder, distilled from the Whisper-base cascade (its
+    # transcripts of the training contexts, through the same text encoder); resumable like stage 6's
+    [ "${speech_branch}" = whisper ] || { echo "run.sh: speechdpr needs --speech-branch whisper" >&2; exit 1; }
+    for split in qa_train qa_dev; do
+      [ -f "${exp}/speechdpr/.done" ] && break
+      "${python}" local/whisper_transcripts.py --jsonl "${data}/${split}.jsonl" --out "${exp}/whisper_${split}_hyp.jsonl" \
+        2>>"${logdir}/whisper_${split}.log"
+      "${python}" local/add_teacher_text.py --jsonl "${data}/${split}.jsonl" --transcripts "${exp}/whisper_${split}_hyp.jsonl" \
+        --out "${exp}/speechdpr_data/${split}.jsonl"
+    done
+    train speechdpr parabge_whisper_base_mini_en.yaml "${exp}/speechdpr_data/qa_train.jsonl" "${exp}/speechdpr_data/qa_dev.jsonl" \
+      "${dual_epochs}" ${dual_opt} "${te_conf}" ${branch_opts} ++model_conf.distill_weight=1.0
+  fi
   if has_system clap; then train clap clap_mini_en.yaml "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" ${joint_opt} "${te_conf}"; fi
 fi
 
 trained_systems() {
   local s out="clsr"
-  for s in cascade_asr clsr_no_vq clsr_no_sampler clsr_no_pretrain parabge clap; do
+  for s in cascade_asr clsr_no_vq clsr_no_sampler clsr_no_pretrain parabge speechdpr clap; do
     [ -f "${exp}/${s}/.done" ] && out+=" ${s}"
   done
   echo "${out}"
@@ -384,7 +406,7 @@ print(f\"stage 4 from the stage-3 ASR: loss weights nce {m['nce_weight']}, mae {
     evaluate cascade_whisper --mode cascade --transcripts "${exp}/whisper_test_hyp.jsonl" --text-encoder "${text_encoder}" \
       --note "Whisper-base (faster-whisper int8, greedy) + the same text encoder; numbers normalised like the references"
   fi
-  for s in clsr_no_vq clsr_no_sampler clsr_no_pretrain parabge clap; do
+  for s in clsr_no_vq clsr_no_sampler clsr_no_pretrain parabge speechdpr clap; do
     if [ -f "${exp}/${s}/.done" ]; then evaluate "${s}" --mode embed --model "${exp}/${s}/model"; fi
   done
 fi

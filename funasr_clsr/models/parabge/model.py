@@ -8,6 +8,11 @@ knows about speech content has to be learnt from the question-context pairs.
 
 The encoder's parameter names (``encoder.*``) match Paraformer/CLSR checkpoints, so
 ``++init_param=<asr or clsr>/model.pt`` starts it from a trained ASR encoder.
+
+``distill_weight`` > 0 makes it the SpeechDPR-style baseline (Lin et al. 2024): the context
+embedding is also (or, at 1.0, only) trained to match the frozen text encoder's embedding of a
+teacher transcript of the same context (the jsonl's ``teacher_text``: an ASR cascade's transcript),
+i.e. the speech tower is distilled from an ASR -> text-retriever cascade.
 """
 from __future__ import annotations
 
@@ -47,6 +52,7 @@ class ParaBGE(DualEncoderMixin, nn.Module):
         text_encoder_conf: dict | None = None,
         freeze_text_encoder: bool = True,
         nce_temperature: float = 0.05,
+        distill_weight: float = 0.0,
         clsr_format_version: int | None = None,
         tokenizer=None,
         token_list=None,
@@ -59,11 +65,14 @@ class ParaBGE(DualEncoderMixin, nn.Module):
             raise ValueError("ParaBGE needs a text encoder: set model_conf.text_encoder_conf.path")
         if nce_temperature <= 0:
             raise ValueError(f"nce_temperature must be > 0, got {nce_temperature}")
+        if not 0.0 <= distill_weight <= 1.0:
+            raise ValueError(f"distill_weight must be in [0, 1], got {distill_weight}")
         self._build_speech_encoder(encoder, encoder_conf, input_size, specaug, specaug_conf, normalize,
                                    normalize_conf, fused_attention=kwargs.pop("fused_attention", True))
         self.text_encoder = TextEncoder(base_dir=model_path, **dict(text_encoder_conf))
         self.speech_proj = nn.Linear(self.encoder.output_size(), self.text_encoder.hidden_size)
         self.nce_temperature = float(nce_temperature)
+        self.distill_weight = float(distill_weight)
         self.freeze_text_encoder = freeze_text_encoder
         if freeze_text_encoder:
             self.text_encoder.requires_grad_(False)
@@ -98,8 +107,9 @@ class ParaBGE(DualEncoderMixin, nn.Module):
 
     # ----------------------------------------------------------------- training
     def forward(self, speech, speech_lengths, text=None, text_lengths=None, question=None,
-                question_speech=None, question_speech_lengths=None, **kwargs):
-        """Symmetric InfoNCE between each context and its question (text, or speech).
+                question_speech=None, question_speech_lengths=None, teacher_text=None, **kwargs):
+        """Symmetric InfoNCE between each context and its question (text, or speech), and with
+        ``distill_weight`` the distillation loss 1 - cos(context, text encoder(teacher_text)).
 
         ``text``/``text_lengths`` (the context transcripts) play no part in the loss.
         """
@@ -112,11 +122,22 @@ class ParaBGE(DualEncoderMixin, nn.Module):
             q = self.speech_embed(question_speech, question_speech_lengths)
         else:
             q = self.text_embed(question, is_query=True)
-        loss = symmetric_info_nce(q, ctx, self.nce_temperature)
+        loss_nce = symmetric_info_nce(q, ctx, self.nce_temperature)
+        stats = {"loss_nce": loss_nce.detach()}
+        loss = loss_nce
+        if self.distill_weight > 0:
+            if teacher_text is None or len(teacher_text) != batch_size:
+                raise ValueError("distill_weight > 0 needs a teacher_text for every context in the batch: "
+                                 "give each jsonl line a \"teacher_text\" (an ASR transcript of its audio)")
+            with torch.no_grad():
+                teacher = self.text_embed(teacher_text, is_query=False)
+            loss_distill = (1.0 - (ctx * teacher).sum(-1)).mean()
+            loss = (1.0 - self.distill_weight) * loss_nce + self.distill_weight * loss_distill
+            stats["loss_distill"] = loss_distill.detach()
         with torch.no_grad():
             sims = q @ ctx.t()
             r1 = (sims.argmax(1) == torch.arange(batch_size, device=sims.device)).float().mean()
-        stats = {"loss": loss.detach(), "loss_nce": loss.detach(), "r1_q2c": r1, "batch_size": batch_size}
+        stats.update(loss=loss.detach(), r1_q2c=r1, batch_size=batch_size)
         if text_lengths is not None:
             stats["target_tokens"] = text_lengths.sum().float()
         return force_gatherable((loss, stats, batch_size), loss.device)
