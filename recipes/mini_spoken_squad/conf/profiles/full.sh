@@ -11,6 +11,8 @@ if [ "${speech_branch}" != sanm ]; then
   : "${release_epochs:=1}"
   : "${qa_train_contexts:=400}"
   : "${qa_train_max_sec:=30}"
+  # on top of the release stage 3 trains on qa_train: asr_train only feeds `--release none`
+  if [ "${release}" != none ]; then : "${asr_train_utts:=300}"; fi
   : "${asr_train_utts:=8000}"
   : "${asr_epochs:=2}"
   : "${joint_epochs:=2}"
