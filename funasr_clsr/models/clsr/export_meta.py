@@ -160,14 +160,18 @@ class CLSRSpeechExport(_ExportModule):
         from funasr.utils.torch_function import sequence_mask
 
         self.encoder = tables.encoder_classes.get(names["encoder"] + "Export")(model.encoder, onnx=onnx)
-        self.predictor = tables.predictor_classes.get(names["predictor"] + "Export")(model.predictor, onnx=onnx)
-        self.decoder = tables.decoder_classes.get(names["decoder"] + "Export")(model.decoder, onnx=onnx)
+        # The modules that take discrete decisions (where CIF fires, which token wins the argmax) are
+        # named output_*: FunASR's quantize_dynamic (funasr/utils/export_utils.py) leaves every node
+        # whose name contains "output" in fp32, so int8 flips no token that fp32 would not.
+        self.output_predictor = tables.predictor_classes.get(names["predictor"] + "Export")(model.predictor,
+                                                                                          onnx=onnx)
+        self.output_decoder = tables.decoder_classes.get(names["decoder"] + "Export")(model.decoder, onnx=onnx)
         self.make_pad_mask = sequence_mask(flip=False)
         self.feats_dim = int(feats_dim)
         self.predictor_bias = int(model.predictor_bias)
         self.use_vq = bool(model.use_vq)
-        self.ctc_lo = model.ctc.ctc_lo if model.ctc_readout else None
-        if self.ctc_lo is not None:  # the CTC blank is no token of a CIF step (CLSR._decode_pass)
+        self.output_ctc_lo = model.ctc.ctc_lo if model.ctc_readout else None
+        if self.output_ctc_lo is not None:  # the CTC blank is no token of a CIF step (CLSR._decode_pass)
             keep = torch.ones(model.vocab_size)
             keep[model.blank_id] = 0.0
             self.register_buffer("readout_keep", keep)
@@ -184,15 +188,15 @@ class CLSRSpeechExport(_ExportModule):
     def forward(self, speech: torch.Tensor, speech_lengths: torch.Tensor):
         enc, enc_lens = self.encoder(speech, speech_lengths)
         mask = self.make_pad_mask(enc_lens)[:, None, :]
-        acoustic, token_num, _, _ = self.predictor(enc, mask)
+        acoustic, token_num, _, _ = self.output_predictor(enc, mask)
         token_num = token_num.to(torch.int64)
         # at least one decoder step, as CLSR._decode pads an utterance where nothing fired
         steps = torch.clamp(token_num.max(), min=1)
         acoustic = torch.cat([acoustic, torch.zeros_like(enc[:, :1])], dim=1).index_select(1, torch.arange(steps))
-        logits, hidden, _ = self.decoder(enc, enc_lens, acoustic, token_num.clamp(min=1),
-                                         return_hidden=True, return_both=True)
-        if self.ctc_lo is not None:
-            logits = logits + self.ctc_lo(acoustic) * self.readout_keep
+        logits, hidden, _ = self.output_decoder(enc, enc_lens, acoustic, token_num.clamp(min=1),
+                                                return_hidden=True, return_both=True)
+        if self.output_ctc_lo is not None:
+            logits = logits + self.output_ctc_lo(acoustic) * self.readout_keep
         n_text = torch.minimum((token_num - self.predictor_bias).clamp(min=0), steps)
         ids = logits.argmax(-1)
         body = self.token_rows[ids] if self.use_vq else self.hidden_proj(hidden)
