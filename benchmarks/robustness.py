@@ -1,7 +1,7 @@
 """Fuzzing in figures: generated bad audio files and questions through the loaders, counted.
 
     python benchmarks/robustness.py [--audio 2000] [--questions 2000] [--seed 0] [--json]
-        [--through loaders,cli,query,server,kills] [--kills 20] [--work DIR]
+        [--through loaders,cli,query,server,kills,train_kills] [--kills 20] [--train-kills 20] [--work DIR]
 
 Audio: random bytes; valid files cut at many offsets; RIFF/data sizes that lie; 0-, 1- and few-sample
 files; NaN/inf samples; declared rates from 1 Hz to 384 kHz; 1 to 32 channels; 8/16/24/32-bit int,
@@ -28,6 +28,11 @@ Past the loaders (a tiny random CLSR, exported once into ``--work``; robustness 
   over its indexing phase: from its first write to 1.2x the span between an uninterrupted run's first
   and last writes); each time the index must open, hold only whole recordings
   whose segments and vectors equal an uninterrupted run's, and a rerun must end equal to that run.
+- ``train_kills``: ``python -m funasr_clsr.bin.train`` (conf/clsr_tiny.yaml, 8 synthetic pairs,
+  ``--train-epochs`` epochs) SIGKILLed at ``--train-kills`` random moments (uniform from the output
+  directory's first file to 1.1x an uninterrupted run's span); each time the same command is rerun:
+  it must exit 0, resume from the last complete epoch (no "epoch: 0/" in its log once a checkpoint
+  existed), finish every epoch, and the result must load with ``AutoModel`` and embed.
 """
 from __future__ import annotations
 
@@ -49,6 +54,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_common  # noqa: E402,F401  (puts the repo on sys.path)
+
+sys.path.insert(0, str(bench_common.REPO / "tests"))  # clsr_testing: the tests' tiny text encoder and pairs
 
 RATES = [1, 3, 100, 1000, 3999, 4000, 8000, 11025, 16000, 22050, 44100, 48000, 96000, 192000, 384000]
 SUBTYPES = ["PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE"]
@@ -193,7 +200,7 @@ def _count_questions(n: int, seed: int, call) -> dict:
 
 # ------------------------------------------------------------------ past the loaders
 
-STAGES = ("loaders", "cli", "query", "server", "kills")
+STAGES = ("loaders", "cli", "query", "server", "kills", "train_kills")
 ERROR_LINE = "funasr-clsr index: error: "
 
 
@@ -516,6 +523,93 @@ def run_kills(n_kills: int, seed: int, work: Path, model_dir: Path, recordings: 
             "reruns_equal_to_uninterrupted": sum(r["rerun_equals_uninterrupted"] for r in runs), "runs": runs}
 
 
+def _train_command(data: Path, out: Path, epochs: int) -> list[str]:
+    from clsr_testing import TINY_TE
+
+    return [sys.executable, "-m", "funasr_clsr.bin.train", "--config-path", str(bench_common.REPO / "conf"),
+            "--config-name", "clsr_tiny.yaml", f"++model_conf.text_encoder_conf.path={TINY_TE}",
+            f"++tokenizer_conf.token_list={TINY_TE / 'vocab.txt'}", f"++frontend_conf.cmvn_file={data / 'am.mvn'}",
+            f"++train_data_set_list={data / 'pairs.jsonl'}", f"++valid_data_set_list={data / 'pairs.jsonl'}",
+            f"++output_dir={out}", f"++train_conf.max_epoch={epochs}"]
+
+
+def _train_pairs(folder: Path) -> Path:
+    """The tests' eight tone-coded pairs (clsr_testing) as a jsonl, with their am.mvn."""
+    import soundfile as sf
+    from clsr_testing import CONTEXTS, QUESTIONS, tone_speech, tiny_cmvn
+
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i, (ctx, q) in enumerate(zip(CONTEXTS, QUESTIONS)):
+        sf.write(folder / f"ctx{i}.wav", tone_speech(ctx, seed=i), 16000)
+        lines.append(json.dumps({"key": f"pair{i}", "source": str(folder / f"ctx{i}.wav"), "source_len": 100,
+                                 "target": ctx, "target_len": len(ctx.split()), "question": q}) + "\n")
+    (folder / "pairs.jsonl").write_text("".join(lines))
+    tiny_cmvn(folder / "am.mvn")
+    return folder
+
+
+def _epochs_done(out: Path) -> int:
+    return max((int(p.name.split(".ep")[1]) for p in out.glob("model.pt.ep*") if p.name.split(".ep")[1].isdigit()),
+               default=0)
+
+
+def run_train_kills(n_kills: int, seed: int, work: Path, epochs: int = 6) -> dict:
+    """SIGKILL training at random moments; each rerun of the same command must resume, finish and load."""
+    from funasr import AutoModel
+    from clsr_testing import QUESTIONS
+
+    tmp = Path(tempfile.mkdtemp(dir=work))
+    data = _train_pairs(tmp / "pairs")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def run_until(out: Path, kill_after: float | None):
+        proc = subprocess.Popen(_train_command(data, out, epochs), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, env=env)
+        t0 = time.perf_counter()
+        while proc.poll() is None and not (out.exists() and any(out.iterdir())):
+            time.sleep(0.01)
+        started = time.perf_counter() - t0
+        if kill_after is not None:
+            time.sleep(kill_after)
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(600)
+        return proc.returncode, started, time.perf_counter() - t0
+
+    rc, started, total = run_until(tmp / "reference", None)
+    if rc != 0 or _epochs_done(tmp / "reference") != epochs:
+        raise RuntimeError(f"the uninterrupted training run failed (exit {rc})")
+    span = total - started
+    rng = np.random.default_rng(seed)
+    runs = []
+    for i in range(n_kills):
+        out = tmp / f"killed{i:02d}"
+        after = float(rng.uniform(0.0, 1.1 * span))
+        rc, _, _ = run_until(out, after)
+        held = _epochs_done(out)
+        rerun = subprocess.run(_train_command(data, out, epochs), capture_output=True, text=True, env=env, timeout=900)
+        log = rerun.stdout + rerun.stderr
+        resumed = held == 0 or f"epoch: 0/{epochs}" not in log
+        row = {"kill_after_s": round(after, 2), "exited_before_the_kill": rc == 0, "epochs_held": held,
+               "rerun_exit": rerun.returncode, "resumed": resumed, "finished": _epochs_done(out) == epochs}
+        try:
+            m = AutoModel(model=str(out), device="cpu", disable_update=True, log_level="ERROR").model
+            row["loads"] = bool(np.isfinite(m.encode_text(QUESTIONS[:2]).numpy()).all())
+        except Exception as exc:  # counted, not raised: a figure for the report
+            row["loads"], row["load_error"] = False, str(exc).splitlines()[0][:200]
+        runs.append(row)
+    held = [r["epochs_held"] for r in runs]
+    return {"kills": n_kills, "epochs": epochs, "uninterrupted_s": round(total, 1), "training_span_s": round(span, 1),
+            "killed_mid_run": sum(not r["exited_before_the_kill"] for r in runs),
+            "epochs_held_at_kill": {"min": min(held, default=0), "median": float(np.median(held)) if held else 0,
+                                    "max": max(held, default=0)},
+            "reruns_exit_0": sum(r["rerun_exit"] == 0 for r in runs),
+            "reruns_resumed": sum(r["resumed"] for r in runs),
+            "reruns_finished": sum(r["finished"] for r in runs),
+            "results_load": sum(r["loads"] for r in runs), "runs": runs}
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--audio", type=int, default=2000)
@@ -526,6 +620,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--through", default="loaders",
                     help=f"comma-separated stages of {','.join(STAGES)} (query and server need cli's index)")
     ap.add_argument("--kills", type=int, default=20, help="SIGKILLs of the indexer (--through kills)")
+    ap.add_argument("--train-kills", type=int, default=20, help="SIGKILLs of training (--through train_kills)")
+    ap.add_argument("--train-epochs", type=int, default=6, help="epochs of each training run (train_kills)")
     ap.add_argument("--cli-queries", action=argparse.BooleanOptionalAction, default=True,
                     help="with query: one funasr-clsr query process per kind of question")
     ap.add_argument("--work", type=Path, default=None, help="work dir (default: a temporary one)")
@@ -555,6 +651,10 @@ def main(argv=None) -> dict:
 def _run_stages(out: dict, stages: list[str], a) -> None:
     work = a.work or Path(tempfile.mkdtemp(prefix="robustness-"))
     work.mkdir(parents=True, exist_ok=True)
+    if "train_kills" in stages:
+        out["train_kills"] = run_train_kills(a.train_kills, a.seed, work, a.train_epochs)
+    if not set(stages) - {"loaders", "train_kills"}:
+        return
     model_dir, what = bench_common.random_model("tiny", work)
     out["model"] = what
     if "cli" in stages:
@@ -590,6 +690,10 @@ def _print_summary(out: dict) -> None:
         print(f"kills: {k['kills']} ({k['killed_mid_run']} mid-run), index opened {k['index_opened']}, partial or "
               f"wrong recordings {k['partial_or_wrong_recordings']}, reruns equal to an uninterrupted run "
               f"{k['reruns_equal_to_uninterrupted']}")
+    if "train_kills" in out:
+        k = out["train_kills"]
+        print(f"training kills: {k['kills']} ({k['killed_mid_run']} mid-run), reruns exit 0 {k['reruns_exit_0']}, "
+              f"resumed {k['reruns_resumed']}, finished {k['reruns_finished']}, results load {k['results_load']}")
 
 
 if __name__ == "__main__":

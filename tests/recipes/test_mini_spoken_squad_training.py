@@ -127,3 +127,29 @@ def test_ctc_readout_option_reaches_every_training_call(tmp_path):
     assert plain.returncode == 0 and later and not any("++model_conf.ctc_readout" in c for c in later)
     bad = _stage3(rec, fake, "--speech-branch", "whisper", "--ctc-readout", "maybe", "--release", "none")
     assert bad.returncode == 1 and "--ctc-readout must be true or false, not 'maybe'" in bad.stderr
+
+
+def test_stage4_dual_encoders_on_the_whisper_branch_share_its_frozen_encoder(tmp_path):
+    rec, fake, calls = _recipe(tmp_path)
+    _whisper_data(rec)
+    exp = rec / "exp" / "quick"
+    cmd = ["bash", str(rec / "run.sh"), "--python", str(fake), "--text-encoder", "/te", "--stage", "4", "--stop-stage",
+           "4", "--speech-branch", "whisper", "--release", "none", "--systems", "parabge speechdpr", "--dual-epochs", "7"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = _calls(calls)
+    trainer = {c.split(f"++output_dir={exp}/")[1].split()[0]: c.split() for c in lines if "funasr_clsr.bin.train" in c}
+    assert set(trainer) == {"clsr", "parabge", "speechdpr"}
+    for name in ("parabge", "speechdpr"):
+        call = trainer[name]
+        assert "parabge_whisper_base_mini_en.yaml" in call and f"++encoder_conf.whisper_path={rec}/downloads/whisper-base" in call
+        assert "++train_conf.max_epoch=7" in call and "++scheduler_conf.warmup_steps=50" in call
+        assert not any(a.startswith(("++init_param", "++optim_conf.lr")) for a in call)  # its own lr, Whisper's weights
+    assert "++model_conf.distill_weight=1.0" in trainer["speechdpr"] and "++model_conf.distill_weight=1.0" not in trainer["parabge"]
+    assert f"++train_data_set_list={exp}/speechdpr_data/qa_train.jsonl" in trainer["speechdpr"]
+    # its teacher: the Whisper-base transcripts of both splits, joined to the lists before training
+    teachers = [c for c in lines if "whisper_transcripts.py" in c or "add_teacher_text.py" in c]
+    assert len(teachers) == 4 and all(any(f"data/quick/{s}.jsonl" in c for s in ("qa_train", "qa_dev")) for c in teachers)
+    bad = subprocess.run(cmd[:-6] + ["--speech-branch", "sanm", "--systems", "speechdpr"], capture_output=True,
+                         text=True, timeout=60)
+    assert bad.returncode == 1 and "speechdpr needs --speech-branch whisper" in bad.stderr
