@@ -323,9 +323,7 @@ if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
   if has_system clsr_no_sampler && [ "${sampling_ratio}" = 0.0 ]; then log "  clsr_no_sampler: skipped, clsr itself runs without the sampler (--sampling-ratio 0.0)"; fi
   if has_system clsr_no_sampler && [ "${sampling_ratio}" != 0.0 ]; then train clsr_no_sampler "${asr_config}" "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" ${joint_opt} ${joint_loss} "${te_conf}" "${asr_init}" ${branch_opts} ++model_conf.sampling_ratio=0.0; fi
   if has_system clsr_no_pretrain; then train clsr_no_pretrain clsr_mini_en.yaml "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" ${joint_opt} "${te_conf}"; fi
-  # the dual encoders on the frozen Whisper encoder train only a linear map: their config's learning
-  # rate (not the joint stage's 5e-5, tuned for a pretrained decoder), a short warm-up, dual_epochs
-  dual_opt="++scheduler_conf.warmup_steps=50 ++dataset_conf.batch_size=${joint_batch} ++dataset_conf.max_source_length=6000"
+  dual_opt=$(dual_overrides)
   if has_system parabge && [ "${speech_branch}" = whisper ]; then  # on CLSR's frozen Whisper-base encoder (its cache)
     train parabge parabge_whisper_base_mini_en.yaml "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${dual_epochs}" ${dual_opt} "${te_conf}" ${branch_opts}
   elif has_system parabge; then
@@ -336,7 +334,7 @@ if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
     # transcripts of the training contexts, through the same text encoder); resumable like stage 6's
     [ "${speech_branch}" = whisper ] || { echo "run.sh: speechdpr needs --speech-branch whisper" >&2; exit 1; }
     for split in qa_train qa_dev; do
-      [ -f "${exp}/speechdpr/.done" ] && break
+      [ -f "${exp}/speechdpr/.done" ] && break  # trained: its teacher lists are not needed again
       "${python}" local/whisper_transcripts.py --jsonl "${data}/${split}.jsonl" --out "${exp}/whisper_${split}_hyp.jsonl" \
         2>>"${logdir}/whisper_${split}.log"
       "${python}" local/add_teacher_text.py --jsonl "${data}/${split}.jsonl" --transcripts "${exp}/whisper_${split}_hyp.jsonl" \

@@ -15,7 +15,16 @@ joint_mae_weight=0.0  # On this recipe's 20-60 s contexts the ASR loss pulled th
 # The trainer's ++overrides of a stage-4 run; $1 = the Paraformer sampler ratio.
 joint_overrides() {
   echo "++optim_conf.lr=${joint_lr} ++scheduler_conf.warmup_steps=${joint_warmup} ++model_conf.sampling_ratio=$1" \
-    "++dataset_conf.batch_size=${joint_batch} ++dataset_conf.max_source_length=6000"
+    "$(joint_batch_overrides)"
+}
+# The batches every stage-4 run shares (the InfoNCE negatives are the batch).
+joint_batch_overrides() {
+  echo "++dataset_conf.batch_size=${joint_batch} ++dataset_conf.max_source_length=6000"
+}
+# The dual encoders on the frozen Whisper encoder (parabge, speechdpr) train only a linear map: their
+# config's learning rate (not the joint stage's 5e-5, tuned for a pretrained decoder), a short warm-up.
+dual_overrides() {
+  echo "++scheduler_conf.warmup_steps=50 $(joint_batch_overrides)"
 }
 # CLSR's stage-4 loss weights (the CLSR rows trained from the stage-3 checkpoint).
 joint_loss_overrides() {
