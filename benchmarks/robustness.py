@@ -29,8 +29,8 @@ Past the loaders (a tiny random CLSR, exported once into ``--work``; robustness 
   and last writes); each time the index must open, hold only whole recordings
   whose segments and vectors equal an uninterrupted run's, and a rerun must end equal to that run.
 - ``train_kills``: ``python -m funasr_clsr.bin.train`` (conf/clsr_tiny.yaml, 8 synthetic pairs,
-  ``--train-epochs`` epochs) SIGKILLed at ``--train-kills`` random moments (uniform from the output
-  directory's first file to 1.1x an uninterrupted run's span); each time the same command is rerun:
+  ``--train-epochs`` epochs) SIGKILLed at ``--train-kills`` random moments inside training (an epoch
+  drawn, then a moment within it, timed by a warm uninterrupted run); each time the same command is rerun:
   it must exit 0, resume from the last complete epoch (no "epoch: 0/" in its log once a checkpoint
   existed), finish every epoch, and the result must load with ``AutoModel`` and embed.
 """
@@ -563,36 +563,48 @@ def run_train_kills(n_kills: int, seed: int, work: Path, epochs: int = 6) -> dic
     data = _train_pairs(tmp / "pairs")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
-    def run_until(out: Path, kill_after: float | None):
+    def run_until(out: Path, kill_at: tuple[int, float] | None):
+        """Run training; with ``kill_at=(epoch, seconds)``, SIGKILL it ``seconds`` after ``epoch``
+        checkpoints exist (0: after its first file). Returns exit code, seconds to the first file and
+        the moments each epoch's checkpoint appeared."""
         proc = subprocess.Popen(_train_command(data, out, epochs), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, env=env)
         t0 = time.perf_counter()
         while proc.poll() is None and not (out.exists() and any(out.iterdir())):
             time.sleep(0.01)
-        started = time.perf_counter() - t0
-        if kill_after is not None:
-            time.sleep(kill_after)
+        started, seen = time.perf_counter() - t0, []
+        while proc.poll() is None and (kill_at is None or len(seen) < kill_at[0]):
+            seen += [time.perf_counter() - t0] * (_epochs_done(out) - len(seen))
+            time.sleep(0.01)
+        seen += [time.perf_counter() - t0] * (_epochs_done(out) - len(seen))
+        if kill_at is not None and proc.poll() is None:
+            time.sleep(kill_at[1])
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGKILL)
         proc.wait(600)
-        return proc.returncode, started, time.perf_counter() - t0
+        return proc.returncode, started, seen
 
-    rc, started, total = run_until(tmp / "reference", None)
-    if rc != 0 or _epochs_done(tmp / "reference") != epochs:
+    # the first run pays cold caches (imports, files) and is run once more; the kill moments come from the
+    # second: an epoch is drawn, then a moment within it, so every kill lands inside training (in a step, an
+    # evaluation or a checkpoint write), whatever start-up costs on the day
+    run_until(tmp / "warm-up", None)
+    rc, started, seen = run_until(tmp / "reference", None)
+    if rc != 0 or _epochs_done(tmp / "reference") != epochs or len(seen) != epochs:
         raise RuntimeError(f"the uninterrupted training run failed (exit {rc})")
-    span = total - started
+    epoch_s = float(np.median(np.diff([started] + seen)))
     rng = np.random.default_rng(seed)
     runs = []
     for i in range(n_kills):
         out = tmp / f"killed{i:02d}"
-        after = float(rng.uniform(0.0, 1.1 * span))
-        rc, _, _ = run_until(out, after)
+        kill_epoch, after = int(rng.integers(0, epochs)), float(rng.uniform(0.0, epoch_s))
+        rc, _, _ = run_until(out, (kill_epoch, after))
         held = _epochs_done(out)
         rerun = subprocess.run(_train_command(data, out, epochs), capture_output=True, text=True, env=env, timeout=900)
         log = rerun.stdout + rerun.stderr
         resumed = held == 0 or f"epoch: 0/{epochs}" not in log
-        row = {"kill_after_s": round(after, 2), "exited_before_the_kill": rc == 0, "epochs_held": held,
-               "rerun_exit": rerun.returncode, "resumed": resumed, "finished": _epochs_done(out) == epochs}
+        row = {"kill_in_epoch": kill_epoch + 1, "kill_after_s": round(after, 2), "exited_before_the_kill": rc == 0, "epochs_held": held,
+               "rerun_exit": rerun.returncode, "resumed": resumed,
+               "rerun_repaired_checkpoint": any(m in log for m in (": resuming from model.pt.ep", "training starts from its initialisation")), "finished": _epochs_done(out) == epochs}
         try:
             m = AutoModel(model=str(out), device="cpu", disable_update=True, log_level="ERROR").model
             row["loads"] = bool(np.isfinite(m.encode_text(QUESTIONS[:2]).numpy()).all())
@@ -600,11 +612,12 @@ def run_train_kills(n_kills: int, seed: int, work: Path, epochs: int = 6) -> dic
             row["loads"], row["load_error"] = False, str(exc).splitlines()[0][:200]
         runs.append(row)
     held = [r["epochs_held"] for r in runs]
-    return {"kills": n_kills, "epochs": epochs, "uninterrupted_s": round(total, 1), "training_span_s": round(span, 1),
+    return {"kills": n_kills, "epochs": epochs, "last_checkpoint_s": round(seen[-1], 1), "epoch_s": round(epoch_s, 2),
             "killed_mid_run": sum(not r["exited_before_the_kill"] for r in runs),
             "epochs_held_at_kill": {"min": min(held, default=0), "median": float(np.median(held)) if held else 0,
                                     "max": max(held, default=0)},
             "reruns_exit_0": sum(r["rerun_exit"] == 0 for r in runs),
+            "reruns_that_repaired_a_torn_or_missing_checkpoint": sum(r["rerun_repaired_checkpoint"] for r in runs),
             "reruns_resumed": sum(r["resumed"] for r in runs),
             "reruns_finished": sum(r["finished"] for r in runs),
             "results_load": sum(r["loads"] for r in runs), "runs": runs}
@@ -693,7 +706,8 @@ def _print_summary(out: dict) -> None:
     if "train_kills" in out:
         k = out["train_kills"]
         print(f"training kills: {k['kills']} ({k['killed_mid_run']} mid-run), reruns exit 0 {k['reruns_exit_0']}, "
-              f"resumed {k['reruns_resumed']}, finished {k['reruns_finished']}, results load {k['results_load']}")
+              f"resumed {k['reruns_resumed']} (repairing a checkpoint the kill tore "
+              f"{k['reruns_that_repaired_a_torn_or_missing_checkpoint']}), finished {k['reruns_finished']}, results load {k['results_load']}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,6 @@
 """Test helpers: a tiny CLSR built from conf/clsr_tiny.yaml and synthetic paired audio."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -81,6 +80,23 @@ def training_batch(am, jsonl) -> dict:
     ds = AudioQADataset(str(jsonl), index_ds="IndexDSJsonlQA", frontend=am.kwargs["frontend"],
                         tokenizer=am.kwargs["tokenizer"])
     return ds.collator([ds[i] for i in range(len(ds))])
+
+
+def train_nce(model, batch, steps: int, lr: float) -> list[float]:
+    """Adam steps on one batch over the trainable parameters; the InfoNCE loss of each (model left in eval)."""
+    import torch
+
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    nce = []
+    for _ in range(steps):
+        model.train()
+        loss, stats, _ = model(**batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        nce.append(float(stats["loss_nce"]))
+    model.eval()
+    return nce
 
 
 def recall_at_1(q, c) -> float:

@@ -21,11 +21,11 @@ import logging
 import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from ..audio import AudioError, audio_info, check_speech_header, iter_blocks
+from ..audio import AudioError, audio_info, check_speech_header
 from ..longform import (
     check_questions,
     check_top_k,
@@ -36,7 +36,7 @@ from ..longform import (
     write_clip,
 )
 from .index import SegmentIndex
-from .segmentation import VADUnavailableError, iter_window_audio, vad_segments
+from .segmentation import VADUnavailableError, segment_recording
 from .store import (
     IndexLockedError,
     IndexMismatchError,  # noqa: F401  (importable from here, as before)
@@ -230,17 +230,6 @@ class LongFormRetriever:
                            "is there", path, declared, info.duration_s)
         return info
 
-    def _segments(self, path: str, info) -> tuple[Iterator[dict[str, Any]], int]:
-        """Segments with audio (a generator: one segment in memory at a time) and their count."""
-        total = int(round(info.frames * self.sr / info.sample_rate))
-        if self.segmenter == "fixed":
-            n = len(window_bounds(max(total, 1), self.sr, self.window_s, self.overlap_s))
-            gen = ({**s.to_dict(), "audio": s.audio}
-                   for s in iter_window_audio(path, self.window_s, self.overlap_s, sr=self.sr))
-            return gen, n
-        segs = vad_segments(path, self.vad_model, max_segment_s=self.window_s, sr=self.sr)
-        return _stream_segment_audio(path, [s.to_dict() for s in segs], self.sr), len(segs)
-
     def index_recording(self, path: str | os.PathLike, index: SegmentStore, recording_id: str | None = None,
                         progress: bool = True, save_to: str | os.PathLike | None = None,
                         replace: bool = False, meta: dict[str, Any] | str | None = None) -> int:
@@ -263,7 +252,7 @@ class LongFormRetriever:
             logger.info("%s: already in the index; skipped (replace=True re-indexes it)", rid)
             return 0
         info = self.probe_recording(path)
-        segments, n = self._segments(path, info)
+        segments, n = segment_recording(path, self.segmenter, self.window_s, self.overlap_s, self.sr, self.vad_model)
         bar = None
         if progress:
             from tqdm import tqdm
@@ -462,29 +451,6 @@ def write_clips(hits: Sequence[Sequence[dict[str, Any]]], out_dir: str | os.Path
 
 def _numpy(x: Any) -> np.ndarray:
     return x.detach().cpu().float().numpy() if hasattr(x, "detach") else np.asarray(x, dtype=np.float32)
-
-
-def _stream_segment_audio(path: str, segments: list[dict[str, Any]], sr: int,
-                          block_seconds: float = 60.0) -> Iterator[dict[str, Any]]:
-    """Attach audio to sorted, non-overlapping segments in one streaming pass over the file."""
-    i, parts = 0, []
-    if not segments:
-        return
-    for start, block in iter_blocks(path, block_seconds, target_sr=sr):
-        stop = start + block.size
-        while i < len(segments):
-            s = segments[i]
-            a, b = max(s["start_sample"], start), min(s["end_sample"], stop)
-            if b > a:
-                parts.append(block[a - start:b - start])
-            if s["end_sample"] <= stop:
-                yield {**s, "audio": np.concatenate(parts) if parts else np.zeros(0, np.float32)}
-                parts = []
-                i += 1
-            else:
-                break
-        if i >= len(segments):
-            return
 
 
 def _wav_declared_seconds(path: str) -> float | None:

@@ -7,9 +7,11 @@
 The pipeline (``ray.data``):
 
 1. ``from_items``: one row per recording still to index (one block each);
-2. ``flat_map(cut_windows)``: tasks stream each recording and cut it into the retriever's fixed
-   windows (``iter_window_audio``, as the single process does), one row per window; a read
-   error ends the recording with an error row (it is reported and not indexed);
+2. ``flat_map(cut_recording)``: tasks stream each recording and cut it into the retriever's fixed
+   windows (``segmentation.segment_recording``, as the single process does), one row per window;
+   with ``segmenter="vad"`` an actor pool (``VADCutter``, the VAD model loaded once per actor) cuts
+   at speech pauses instead. A read error ends the recording with an error row (it is reported and
+   not indexed);
 3. ``map_batches(WindowEncoder, compute=ActorPoolStrategy(size=num_workers))``: each actor loads
    the model once (from the model directory, or the object store for an in-memory model) and
    encodes ``batch_size`` windows per call with ``longform.encode_segments``, the single
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -71,6 +74,7 @@ def connect(address: str | None, num_cpus: int | None = None) -> bool:
         if address in (None, "", "local"):
             ray.init(num_cpus=num_cpus, **kwargs)
         else:
+            _check_reachable(address)
             ray.init(address=address, **kwargs)
     except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError, ValueError, TimeoutError...
         text = " ".join(str(exc).split())[:300] or type(exc).__name__
@@ -80,26 +84,41 @@ def connect(address: str | None, num_cpus: int | None = None) -> bool:
     return True
 
 
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast on a ``host:port`` / ``ray://host:port`` nothing listens on: ``ray.init`` retries such an
+    address for minutes (measured: over 2 min for 127.0.0.1:1) before it gives up."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto" and other forms Ray resolves itself
+    try:
+        socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConnectionError(f"nothing answers at {host}:{port}: {exc.strerror or exc}") from None
+
+
 # --------------------------------------------------------------------------- the Ray Data stages
 
 
-def cut_windows(row: dict[str, Any], window_s: float, overlap_s: float, sr: int) -> Iterator[dict[str, Any]]:
-    """One recording -> its fixed windows (rows with audio), streamed: one window in memory.
+def cut_recording(row: dict[str, Any], segmenter: str, window_s: float, overlap_s: float, sr: int,
+                  vad_model: Any = None) -> Iterator[dict[str, Any]]:
+    """One recording -> its segments (rows with audio: fixed windows or VAD regions), streamed: one
+    segment in memory.
 
     The last row carries ``count`` (the recording's number of rows; 0 before it), so the driver
     knows when a recording is complete. A read error ends the recording with an error row.
     """
-    from .segmentation import iter_window_audio
+    from .segmentation import segment_recording
 
     base = {"recording_id": row["recording_id"], "path": row["path"], "error": ""}
     prev, i = None, 0
     try:
-        for s in iter_window_audio(row["path"], window_s, overlap_s, sr=sr):
+        segments, _ = segment_recording(row["path"], segmenter, window_s, overlap_s, sr, vad_model)
+        for s in segments:
             if prev is not None:
                 yield prev
-            prev = {**base, "index": i, "count": 0, "start": s.start, "end": s.end,
-                    "start_sample": s.start_sample, "end_sample": s.end_sample,
-                    "audio": np.asarray(s.audio, np.float32)}
+            prev = {**base, "index": i, "count": 0, "start": s["start"], "end": s["end"],
+                    "start_sample": s["start_sample"], "end_sample": s["end_sample"],
+                    "audio": np.asarray(s["audio"], np.float32)}
             i += 1
     except (AudioError, OSError, ValueError, RuntimeError) as exc:
         if prev is not None:
@@ -109,9 +128,28 @@ def cut_windows(row: dict[str, Any], window_s: float, overlap_s: float, sr: int)
         return
     if prev is None:
         yield {**base, "index": 0, "count": 1, "start": 0.0, "end": 0.0, "start_sample": 0, "end_sample": 0,
-               "audio": np.zeros(0, np.float32), "error": f"{row['path']}: no audio windows"}
+               "audio": np.zeros(0, np.float32), "error": f"{row['path']}: no {segmenter} segments"}
         return
     yield {**prev, "count": i}
+
+
+class VADCutter:
+    """A Ray Data actor for ``segmenter="vad"``: holds the VAD model (built once per actor from a name or
+    directory, or the driver's own object through the object store) and cuts recordings with it."""
+
+    def __init__(self, vad: Any, vad_ref: Any, window_s: float, sr: int):
+        if vad_ref is not None:
+            import ray
+
+            vad = ray.get(vad_ref)
+        elif vad is None or isinstance(vad, (str, os.PathLike)):
+            from .segmentation import _build_vad
+
+            vad = _build_vad(os.fspath(vad) if vad is not None else "fsmn-vad")
+        self.vad, self.window_s, self.sr = vad, window_s, sr
+
+    def __call__(self, row: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        return cut_recording(row, "vad", self.window_s, 0.0, self.sr, self.vad)
 
 
 class WindowEncoder:
@@ -165,8 +203,6 @@ def index_with_ray(retriever: Any, items: Sequence[tuple[str | None, str, dict[s
     Returns the same report as ``LongFormRetriever.index_recordings`` plus ``ray``: the actor
     count and the cluster's resources.
     """
-    if retriever.segmenter != "fixed":
-        raise ValueError("--ray indexes with fixed windows; --segmenter vad runs in one process")
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
         raise ValueError(f"num_workers must be an integer >= 1, got {num_workers!r}")
     if num_gpus_per_worker < 0 or cpus_per_worker <= 0:
@@ -218,9 +254,17 @@ def _run(ray, retriever, todo, store, report, num_workers, num_gpus, cpus_per_wo
     ds = ray.data.from_items([{"recording_id": t["recording_id"], "path": t["path"]} for t in todo],
                              override_num_blocks=len(todo))
     # Reading and cutting is light next to encoding: no CPU reserved, so the actors can hold all of them.
-    ds = ds.flat_map(cut_windows, fn_kwargs={"window_s": retriever.window_s, "overlap_s": retriever.overlap_s,
-                                             "sr": retriever.sr},
-                     num_cpus=0, compute=ray.data.TaskPoolStrategy(size=max(1, num_workers)))
+    if retriever.segmenter == "vad":
+        vad = retriever.vad_model
+        by_name = vad is None or isinstance(vad, (str, os.PathLike))
+        ds = ds.flat_map(VADCutter, fn_constructor_kwargs={"vad": os.fspath(vad) if by_name and vad is not None
+                                                           else None, "vad_ref": None if by_name else ray.put(vad),
+                                                           "window_s": retriever.window_s, "sr": retriever.sr},
+                         num_cpus=0, compute=ray.data.ActorPoolStrategy(size=max(1, num_workers)))
+    else:
+        ds = ds.flat_map(cut_recording, fn_kwargs={"segmenter": "fixed", "window_s": retriever.window_s,
+                                                   "overlap_s": retriever.overlap_s, "sr": retriever.sr},
+                         num_cpus=0, compute=ray.data.TaskPoolStrategy(size=max(1, num_workers)))
     device = "cuda" if num_gpus > 0 else "cpu"
     ds = ds.map_batches(WindowEncoder, batch_size=retriever.batch_size, batch_format="numpy",
                         fn_constructor_kwargs={"model_dir": None if model_dir is None else str(model_dir),

@@ -25,6 +25,8 @@ __all__ = [
     "fixed_windows",
     "iter_window_audio",
     "merge_speech_regions",
+    "segment_recording",
+    "stream_segment_audio",
     "vad_segments",
 ]
 
@@ -295,10 +297,14 @@ def vad_segments(
     return segs
 
 
-def _fill_audio(path: str | os.PathLike, segs: list[Segment], sr: int, block_seconds: float) -> None:
-    """Attach audio to sorted, non-overlapping ``segs`` in one streaming pass."""
+def stream_segment_audio(path: str | os.PathLike, segs: Sequence[Segment], sr: int = 16000,
+                         block_seconds: float = 60.0) -> Iterator[Segment]:
+    """Fill in and yield sorted, non-overlapping ``segs`` one by one in one streaming pass over ``path``
+    (memory: about one segment plus one block)."""
     i = 0
     parts: list[np.ndarray] = []
+    if not segs:
+        return
     for start, block in iter_blocks(path, block_seconds, target_sr=sr):
         stop = start + block.size
         while i < len(segs):
@@ -310,7 +316,31 @@ def _fill_audio(path: str | os.PathLike, segs: list[Segment], sr: int, block_sec
                 s.audio = np.concatenate(parts) if parts else np.zeros(0, np.float32)
                 parts = []
                 i += 1
+                yield s
             else:
                 break
         if i >= len(segs):
             return
+
+
+def _fill_audio(path: str | os.PathLike, segs: list[Segment], sr: int, block_seconds: float) -> None:
+    """Attach audio to sorted, non-overlapping ``segs`` in one streaming pass."""
+    for _ in stream_segment_audio(path, segs, sr, block_seconds):
+        pass
+
+
+def segment_recording(path: str | os.PathLike, segmenter: str = "fixed", window_s: float = 40.0,
+                      overlap_s: float = 0.0, sr: int = 16000, vad_model: Any = None,
+                      ) -> tuple[Iterator[dict[str, Any]], int]:
+    """The segments of a recording with their audio, streamed (one segment in memory at a time), and
+    their count: ``fixed`` windows of ``window_s`` (``overlap_s``), or ``vad`` speech regions of at most
+    ``window_s`` (:func:`vad_segments`). What the indexer encodes, in one process or on Ray."""
+    if segmenter == "fixed":
+        info = audio_info(path)
+        total = int(round(info.frames * sr / info.sample_rate))
+        n = len(window_bounds(max(total, 1), sr, window_s, overlap_s))
+        return ({**s.to_dict(), "audio": s.audio} for s in iter_window_audio(path, window_s, overlap_s, sr=sr)), n
+    if segmenter != "vad":
+        raise ValueError(f"segmenter must be 'fixed' or 'vad', got {segmenter!r}")
+    segs = vad_segments(path, vad_model, max_segment_s=window_s, sr=sr)
+    return ({**s.to_dict(), "audio": s.audio} for s in stream_segment_audio(path, segs, sr)), len(segs)

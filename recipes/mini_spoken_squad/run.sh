@@ -54,7 +54,7 @@ asr_epochs=          # stage 3
 asr_warmup_epochs=   # stage 3's first epochs: sampler asr_warmup_sampling_ratio, no CIF-alignment loss
 asr_warmup_sampling_ratio=0.75   # the paper's ratio, for those first epochs
 joint_epochs=        # stage 4
-dual_epochs=5        # stage 4, the dual encoders on the frozen Whisper encoder (parabge, speechdpr)
+dual_epochs=5        # stage 4, the dual encoders on the frozen Whisper encoder (parabge, speechdpr, clap)
 # stage 4: joint_lr, joint_warmup, joint_batch, joint_nce_weight, joint_mae_weight (conf/joint.sh)
 . conf/joint.sh
 . local/trainer.sh   # recipe_train, asr_only_overrides: how every stage calls the trainer
@@ -343,7 +343,11 @@ if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
     train speechdpr parabge_whisper_base_mini_en.yaml "${exp}/speechdpr_data/qa_train.jsonl" "${exp}/speechdpr_data/qa_dev.jsonl" \
       "${dual_epochs}" ${dual_opt} "${te_conf}" ${branch_opts} ++model_conf.distill_weight=1.0
   fi
-  if has_system clap; then train clap clap_mini_en.yaml "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" ${joint_opt} "${te_conf}"; fi
+  if has_system clap && [ "${speech_branch}" = whisper ]; then  # CLAP-style heads on the same frozen encoder
+    train clap clap_whisper_base_mini_en.yaml "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${dual_epochs}" ${dual_opt} "${te_conf}" ${branch_opts}
+  elif has_system clap; then
+    train clap clap_mini_en.yaml "${data}/qa_train.jsonl" "${data}/qa_dev.jsonl" "${joint_epochs}" ${joint_opt} "${te_conf}"
+  fi
 fi
 
 trained_systems() {

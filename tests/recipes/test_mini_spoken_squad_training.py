@@ -134,15 +134,16 @@ def test_stage4_dual_encoders_on_the_whisper_branch_share_its_frozen_encoder(tmp
     _whisper_data(rec)
     exp = rec / "exp" / "quick"
     cmd = ["bash", str(rec / "run.sh"), "--python", str(fake), "--text-encoder", "/te", "--stage", "4", "--stop-stage",
-           "4", "--speech-branch", "whisper", "--release", "none", "--systems", "parabge speechdpr", "--dual-epochs", "7"]
+           "4", "--speech-branch", "whisper", "--release", "none", "--systems", "parabge speechdpr clap", "--dual-epochs", "7"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr[-2000:]
     lines = _calls(calls)
     trainer = {c.split(f"++output_dir={exp}/")[1].split()[0]: c.split() for c in lines if "funasr_clsr.bin.train" in c}
-    assert set(trainer) == {"clsr", "parabge", "speechdpr"}
-    for name in ("parabge", "speechdpr"):
+    assert set(trainer) == {"clsr", "parabge", "speechdpr", "clap"}
+    for name in ("parabge", "speechdpr", "clap"):
         call = trainer[name]
-        assert "parabge_whisper_base_mini_en.yaml" in call and f"++encoder_conf.whisper_path={rec}/downloads/whisper-base" in call
+        conf = "clap_whisper_base_mini_en.yaml" if name == "clap" else "parabge_whisper_base_mini_en.yaml"
+        assert conf in call and f"++encoder_conf.whisper_path={rec}/downloads/whisper-base" in call
         assert "++train_conf.max_epoch=7" in call and "++scheduler_conf.warmup_steps=50" in call
         assert not any(a.startswith(("++init_param", "++optim_conf.lr")) for a in call)  # its own lr, Whisper's weights
     assert "++model_conf.distill_weight=1.0" in trainer["speechdpr"] and "++model_conf.distill_weight=1.0" not in trainer["parabge"]

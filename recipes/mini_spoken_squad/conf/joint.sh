@@ -21,7 +21,7 @@ joint_overrides() {
 joint_batch_overrides() {
   echo "++dataset_conf.batch_size=${joint_batch} ++dataset_conf.max_source_length=6000"
 }
-# The dual encoders on the frozen Whisper encoder (parabge, speechdpr) train only a linear map: their
+# The dual encoders on the frozen Whisper encoder (parabge, speechdpr, clap) train only small heads: their
 # config's learning rate (not the joint stage's 5e-5, tuned for a pretrained decoder), a short warm-up.
 dual_overrides() {
   echo "++scheduler_conf.warmup_steps=50 $(joint_batch_overrides)"

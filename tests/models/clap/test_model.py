@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from clsr_testing import QUESTIONS, REPO, TINY_TE, tiny_config, recall_at_1, training_batch
+from clsr_testing import QUESTIONS, REPO, TINY_TE, tiny_config, recall_at_1, train_nce, training_batch
 
 CONF = REPO / "conf" / "clap_tiny.yaml"
 
@@ -89,16 +89,7 @@ def test_contrastive_training_learns_eight_pairs(cmvn, pair_dir):
     am = build(cmvn)
     m = am.model
     batch = training_batch(am, pair_dir / "text_q.jsonl")
-    opt = torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=3e-3)
-    losses = []
-    for _ in range(40):
-        m.train()
-        loss, stats, _ = m(**batch)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(stats["loss_nce"]))
-    m.eval()
+    losses = train_nce(m, batch, steps=40, lr=3e-3)
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:3]), losses
     contexts = [str(pair_dir / f"ctx{i}.wav") for i in range(8)]
     assert recall_at_1(m.encode_text(QUESTIONS), m.encode_speech(contexts)) == 1.0
@@ -195,3 +186,26 @@ def test_bad_configuration_and_batches(tiny, pair_dir):
     batch.pop("question")
     with pytest.raises(ValueError, match="neither `question` nor `question_speech`"):
         tiny.model(**batch)
+
+
+def test_whisper_config_trains_only_its_heads_on_the_cached_frozen_encoder(pair_dir, tmp_path, monkeypatch):
+    """conf/clap_whisper_base_mini_en.yaml (the recipe's CLAP row on CLSR's acoustic model) with a tiny
+    random Whisper: the encoder is frozen and read from its cache after the first pass, the heads learn."""
+    from funasr.register import tables
+    from funasr_clsr.models.whisper_encoder import ENV_CACHE
+
+    monkeypatch.delenv(ENV_CACHE, raising=False)
+    cfg = tiny_config(conf=REPO / "conf" / "clap_whisper_base_mini_en.yaml")
+    assert cfg["dataset_conf"] == yaml.safe_load((REPO / "conf" / "parabge_whisper_base_mini_en.yaml").read_text())["dataset_conf"]
+    cfg["encoder_conf"].update(whisper_path=None, cache_dir=str(tmp_path / "cache"), whisper_config={
+        "d_model": 32, "encoder_layers": 2, "encoder_attention_heads": 2, "encoder_ffn_dim": 64,
+        "num_mel_bins": 80, "max_source_positions": 100})
+    am = build(cfg=cfg)
+    m = am.model
+    assert type(m.encoder) is tables.encoder_classes["WhisperAudioEncoder"]
+    trainable = {n.split(".")[0] for n, p in m.named_parameters() if p.requires_grad}
+    assert trainable == {"audio_proj", "text_proj", "logit_scale"}, trainable
+    batch = training_batch(am, pair_dir / "text_q.jsonl")
+    losses = train_nce(m, batch, steps=30, lr=3e-3)
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:3]), losses
+    assert m.encoder.cache.misses == 8 and m.encoder.cache.hits == 29 * 8  # each context encoded once

@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 
-from clsr_testing import CONTEXTS, QUESTIONS, TINY_TE, build_tiny, tiny_config, tone_speech, recall_at_1, training_batch
+from clsr_testing import CONTEXTS, QUESTIONS, TINY_TE, build_tiny, tiny_config, tone_speech, recall_at_1, train_nce, training_batch
 
 
 @pytest.fixture(scope="module")
@@ -113,21 +112,6 @@ def test_sampler_swaps_in_output_layer_rows(tiny):
     assert swapped > 0  # an untrained decoder gets tokens wrong, so ratio 1.0 must swap some
 
 
-def _train(am, batch, steps, lr):
-    m = am.model
-    opt = torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=lr)
-    nce = []
-    for _ in range(steps):
-        m.train()
-        loss, stats, _ = m(**batch)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        nce.append(float(stats["loss_nce"]))
-    m.eval()
-    return nce
-
-
 @pytest.mark.parametrize("question_kind", ["text", "speech"])
 def test_joint_training_learns_to_retrieve_eight_pairs(pair_dir, cmvn, question_kind):
     am = build_tiny(frontend_cmvn=cmvn, nce_temperature=0.05)
@@ -137,7 +121,7 @@ def test_joint_training_learns_to_retrieve_eight_pairs(pair_dir, cmvn, question_
         # precondition: the frozen (random) text encoder separates the clean texts
         assert recall_at_1(m.encode_text(QUESTIONS), m.encode_text(CONTEXTS, is_query=False)) == 1.0
     batch = training_batch(am, pair_dir / f"{question_kind}_q.jsonl")
-    nce = _train(am, batch, steps=50 if question_kind == "text" else 100, lr=4e-3)
+    nce = train_nce(am.model, batch, steps=50 if question_kind == "text" else 100, lr=4e-3)
     assert np.mean(nce[-5:]) < 0.6 * np.mean(nce[:3]), nce
     c = m.encode_speech(contexts)
     q = m.encode_text(QUESTIONS) if question_kind == "text" else \

@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from clsr_testing import QUESTIONS, REPO, TINY_TE, tiny_config, recall_at_1, training_batch
+from clsr_testing import QUESTIONS, REPO, TINY_TE, tiny_config, recall_at_1, train_nce, training_batch
 
 CONF = REPO / "conf" / "parabge_tiny.yaml"
 
@@ -77,16 +77,7 @@ def test_contrastive_training_learns_eight_pairs(cmvn, pair_dir):
     am = build(cmvn)
     m = am.model
     batch = training_batch(am, pair_dir / "text_q.jsonl")
-    opt = torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=3e-3)
-    losses = []
-    for _ in range(40):
-        m.train()
-        loss, stats, _ = m(**batch)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(stats["loss_nce"]))
-    m.eval()
+    losses = train_nce(m, batch, steps=40, lr=3e-3)
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:3]), losses
     contexts = [str(pair_dir / f"ctx{i}.wav") for i in range(8)]
     assert recall_at_1(m.encode_text(QUESTIONS), m.encode_speech(contexts)) == 1.0
