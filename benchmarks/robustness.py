@@ -20,8 +20,9 @@ Past the loaders (a tiny random CLSR, exported once into ``--work``; robustness 
   and the index must then hold exactly the recordings the report says were indexed;
 - ``query``: the questions through ``LongFormRetriever.query`` on that index, and one ``funasr-clsr
   query`` process per kind of question argv can carry (argv holds no NUL or lone surrogate);
-- ``server``: the questions as ``POST /v1/search`` (plus bodies that are not UTF-8 or not JSON) and
-  the audio files as uploads (``POST /v1/recordings``, each job waited for), in-process through
+- ``server``: the questions as ``POST /v1/search`` (plus bodies that are not UTF-8 or not JSON), the
+  audio files as spoken questions (``POST /v1/search``, multipart ``audio``) and as uploads
+  (``POST /v1/recordings``, each job waited for), in-process through
   FastAPI's TestClient: a 2xx, or a 4xx with a one-line JSON ``error``; anything else is a crash, and
   ``GET /v1/recordings`` must list exactly the uploads whose jobs finished;
 - ``kills``: ``funasr-clsr index`` over 12 recordings SIGKILLed at ``--kills`` random moments (uniform
@@ -376,6 +377,7 @@ def run_server(n_audio: int, n_questions: int, seed: int, work: Path, retriever,
                      max_upload_bytes=1 << 20, api_key="")
     q_counts = {"ok": 0, "clear_error": 0, "crash": 0}
     a_counts = {"ok": 0, "clear_error": 0, "crash": 0}
+    s_counts = {"ok": 0, "clear_error": 0, "crash": 0}  # the same damaged audio as spoken questions
     crashes = []
     with TestClient(app, raise_server_exceptions=False) as client:
         def count(counts, what, result, why=""):
@@ -401,6 +403,8 @@ def run_server(n_audio: int, n_questions: int, seed: int, work: Path, retriever,
             count(q_counts, name, *_http_result(resp))
         jobs = {}
         for i, (kind, suffix, data) in enumerate(audio_inputs(n_audio, seed)):
+            resp = client.post("/v1/search", files={"audio": (f"q{i:05d}{suffix}", data)}, data={"top_k": "3"})
+            count(s_counts, f"spoken question {i} ({kind})", *_http_result(resp))
             rid = f"up{i:05d}"
             resp = client.post("/v1/recordings", files={"file": (f"{rid}{suffix}", data)},
                                data={"recording_id": rid})
@@ -429,7 +433,8 @@ def run_server(n_audio: int, n_questions: int, seed: int, work: Path, retriever,
         alive = client.get("/health").status_code == 200
     exact = listed == before | finished
     return {"questions": {"tried": n_questions, **q_counts}, "uploads": {"tried": n_audio, **a_counts},
-            "crashes": crashes, "recordings_listed_exactly_the_finished_uploads": exact, "serving_after": alive}
+            "spoken_questions": {"tried": n_audio, **s_counts}, "crashes": crashes,
+            "recordings_listed_exactly_the_finished_uploads": exact, "serving_after": alive}
 
 
 def _same_segments(rows: list, ref: list | None) -> bool:
@@ -690,7 +695,8 @@ def _print_summary(out: dict) -> None:
             ("audio (funasr-clsr index)", out.get("cli_index")), ("questions (retriever.query)", out.get("query")),
             ("questions (funasr-clsr query)", (out.get("query") or {}).get("cli")),
             ("questions (POST /v1/search)", (out.get("server") or {}).get("questions")),
-            ("audio (POST /v1/recordings)", (out.get("server") or {}).get("uploads"))]
+            ("audio (POST /v1/recordings)", (out.get("server") or {}).get("uploads")),
+            ("audio as spoken questions (POST /v1/search)", (out.get("server") or {}).get("spoken_questions"))]
     for name, r in rows:
         if r:
             ok = r.get("ok", r.get("indexed", 0))

@@ -39,6 +39,9 @@ def test_seeded_subset_through_the_cli_the_server_and_killed_indexers(tmp_path):
     assert query["ok"] + query["clear_error"] == 40 and query["clear_error"] > 0
     assert server["crashes"] == [] and server["questions"]["crash"] == server["uploads"]["crash"] == 0
     assert server["uploads"]["clear_error"] > 0 and server["uploads"]["ok"] > 0
+    spoken = server["spoken_questions"]
+    assert spoken["crash"] == 0 and spoken["ok"] > 0 and spoken["clear_error"] > 0
+    assert spoken["ok"] + spoken["clear_error"] == spoken["tried"] == 45
     assert server["recordings_listed_exactly_the_finished_uploads"] and server["serving_after"]
     assert kills["index_opened"] == 1 and kills["partial_or_wrong_recordings"] == 0
     assert kills["reruns_equal_to_uninterrupted"] == 1
