@@ -6,6 +6,7 @@ imported inside the functions that need them, so ``--help`` stays fast.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import platform
@@ -158,6 +159,24 @@ def load_model_keep_threads(model_dir: Path):
         return load_model(model_dir)
     finally:
         torch.set_num_threads(threads)
+
+
+def ensure_onnx(model_dir: Path) -> str:
+    """Export model(_quant).onnx / model_eb(_quant).onnx unless a current export is there."""
+    from funasr_clsr.onnx_runtime import OnnxCLSR, OnnxModelError
+
+    try:
+        OnnxCLSR(model_dir, quantize=True, intra_op_num_threads=1)
+        OnnxCLSR(model_dir, quantize=False, intra_op_num_threads=1)
+        return "existing export"
+    except (FileNotFoundError, OnnxModelError) as exc:
+        logging.getLogger("bench").info("exporting ONNX into %s (%s)", model_dir, " ".join(str(exc).split())[:120])
+    from funasr import AutoModel
+
+    t0 = time.perf_counter()
+    am = AutoModel(model=str(model_dir), device="cpu", disable_update=True, log_level="ERROR", disable_pbar=True)
+    am.export(type="onnx", quantize=True)
+    return f"exported here in {time.perf_counter() - t0:.0f} s"
 
 
 def param_count(module) -> int:

@@ -33,10 +33,8 @@ import logging
 import math
 import os
 import sys
-import time
 import warnings
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -124,24 +122,6 @@ def untrained_model_dir(work: Path, token_rate: float, seed: int) -> tuple[Path,
         model.predictor.cif_output.bias.fill_(math.log(p / (1 - p)))
     export_model_dir(cfg, model, out, readme="Untrained Whisper-branch CLSR for benchmarks/onnx_speed.py.\n")
     return out, f"{WHISPER_CONFIG} on {whisper}, untrained head, CIF at {token_rate:g} tokens/s (seed {seed})"
-
-
-def ensure_onnx(model_dir: Path) -> str:
-    """Export model(_quant).onnx / model_eb(_quant).onnx unless a current export is there."""
-    from funasr_clsr.onnx_runtime import OnnxCLSR, OnnxModelError
-
-    try:
-        OnnxCLSR(model_dir, quantize=True, intra_op_num_threads=1)
-        OnnxCLSR(model_dir, quantize=False, intra_op_num_threads=1)
-        return "existing export"
-    except (FileNotFoundError, OnnxModelError) as exc:
-        logger.info("exporting ONNX into %s (%s)", model_dir, " ".join(str(exc).split())[:120])
-    from funasr import AutoModel
-
-    t0 = time.perf_counter()
-    am = AutoModel(model=str(model_dir), device="cpu", disable_update=True, log_level="ERROR", disable_pbar=True)
-    am.export(type="onnx", quantize=True)
-    return f"exported here in {time.perf_counter() - t0:.0f} s"
 
 
 # --------------------------------------------------------------------------- systems
@@ -250,7 +230,7 @@ def _run(args, work: Path, report: dict) -> dict:
         source = f"model directory {model_dir}"
     else:
         model_dir, source = untrained_model_dir(work, args.token_rate, args.seed)
-    export = ensure_onnx(Path(model_dir))
+    export = bc.ensure_onnx(Path(model_dir))
     clips, _, audio_source = bc.speech_clips(args.seconds, args.batch, args.jsonl, seed=args.seed)
     report["model"] = {"dir": str(model_dir), "source": source, "onnx": export,
                        "files_mb": {n: round((Path(model_dir) / n).stat().st_size / 2 ** 20, 1)

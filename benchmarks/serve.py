@@ -99,14 +99,14 @@ class Server:
     """``funasr-clsr serve`` in a child process on a free loopback port."""
 
     def __init__(self, model_dir: Path, index_dir: Path, allowed: Path, threads: int, key: str, window: float,
-                 search_workers: int = 1):
+                 search_workers: int = 1, backend: tuple[str, ...] = ()):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "FUNASR_CLSR_API_KEY": key}
         cmd = [sys.executable, "-m", "funasr_clsr.bin.cli", "serve", "--model", str(model_dir), "--index",
                str(index_dir), "--port", str(self.port), "--allowed-dir", str(allowed), "--window", str(window),
-               "--search-workers", str(search_workers)]
+               "--search-workers", str(search_workers), *backend]
         self.log = open(index_dir.parent / "server.log", "w")
         self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=str(bc.REPO))
         self.headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
@@ -260,8 +260,11 @@ def run(args) -> dict:
         side_wav = audio_dir / f"synthetic_{args.with_indexing:g}min_b.wav"
         write_recording(side_wav, args.with_indexing, args.seed + 1)
 
+    backend = ("--backend", "onnx", *(("--quantize",) if args.quantize else ())) if args.backend == "onnx" else ()
+    if backend:
+        report["onnx_export"] = bc.ensure_onnx(model_dir)
     server = Server(model_dir, index_dir, audio_dir, args.threads, secrets.token_hex(16), args.window,
-                    args.search_workers)
+                    args.search_workers, backend)
     rss: list[tuple[float, float, str]] = []
     phase = ["start"]
     stop_sampling = threading.Event()
@@ -278,6 +281,7 @@ def run(args) -> dict:
         t0 = time.perf_counter()
         server.wait_ready(300)
         report["server_start_s"] = round(time.perf_counter() - t0, 2)
+        report["server_backend"] = server.request("GET", "/health")[1].get("backend")
         phase[0] = "indexing"
         t0 = time.perf_counter()
         job = server.wait_job(server.index(main_wav, "main"), args.max_seconds)
@@ -348,7 +352,7 @@ def markdown(r: dict) -> str:
              f"{mem['before_load']} -> {mem['after_load']} ({mem['max_during_load']}) |"]
     alone = r.get("single_client")
     if alone:
-        a_lat, a_srv = alone["latency_ms"], alone["server_ms"]
+        a_lat = alone["latency_ms"]
         lines += ["", f"One client alone ({alone['queries']} searches): p50 {a_lat.get('p50')} ms, p99 {a_lat.get('p99')} ms."]
     for name, srv in (("under the load", load.get("server_ms")), ("one client alone", (alone or {}).get("server_ms"))):
         if srv:
@@ -384,6 +388,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="index a second recording of this length while the load runs (0: none)")
     p.add_argument("--window", type=float, default=40.0)
     p.add_argument("--search-workers", type=int, default=1, help="the server's --search-workers")
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                   help="the server's --backend (onnx: the model dir must hold the exported model.onnx/model_eb.onnx)")
+    p.add_argument("--quantize", action="store_true", help="with --backend onnx: the int8 *_quant.onnx graphs")
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")),
                    help="torch threads of the server (OMP_NUM_THREADS)")
     p.add_argument("--max-seconds", type=float, default=1800.0, help="upper bound on every phase")

@@ -285,10 +285,13 @@ def create_app(retriever_or_model: Any, index_dir: str | os.PathLike, *, uploads
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
+    model = retriever.model
+    backend = ("onnx int8" if model.quantize else "onnx") if hasattr(model, "speech_session") else "torch"
+
     @app.get("/health", dependencies=bearer, tags=["server"])
     def health():
         return {"status": "ok", "model_id": retriever.model_id, "model_version": retriever.model_version,
-                "segments": len(archive),
+                "backend": backend, "segments": len(archive),
                 "jobs_pending": len(jobs.pending()), "max_upload_bytes": max_upload_bytes,
                 "path_inputs": bool(allowed)}
 

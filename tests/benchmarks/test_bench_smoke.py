@@ -187,11 +187,16 @@ def test_longform_tiny_end_to_end(tmp_path, qa_jsonl):
     assert not list((tmp_path / "work").glob("*.wav"))  # recordings are removed once scored
 
 
-def test_serve_load_tiny_end_to_end(tmp_path):
-    """A real `funasr-clsr serve` process: a 3-minute recording, two clients, the server's own timings."""
+@pytest.mark.parametrize("backend", [(), ("--backend", "onnx", "--quantize")], ids=["torch", "onnx_int8"])
+def test_serve_load_tiny_end_to_end(tmp_path, backend):
+    """A real `funasr-clsr serve` process: a 3-minute recording, two clients, the server's own timings
+    (torch, or the model exported to ONNX first and served on onnxruntime int8)."""
     sv = _load("serve")
     report = sv.main(["--tiny", "--minutes", "3", "--clients", "2", "--queries", "6", "--warmup", "2",
-                      "--single-client", "4", "--work", str(tmp_path / "work"), "--json", str(tmp_path / "s.json")])
+                      "--single-client", "4", "--work", str(tmp_path / "work"), "--json", str(tmp_path / "s.json"),
+                      *backend])
+    assert report["server_backend"] == ("onnx int8" if backend else "torch")  # what the server's /health says
+    assert report.get("onnx_export", "exported here").startswith("exported here")
     load = report["load"]
     assert load["errors"] == 0 and load["answered"] == 12 and load["latency_ms"]["count"] == 12
     assert set(load["server_ms"]) == {"took", "encode", "search", "batch"}

@@ -107,7 +107,7 @@ def test_upload_index_search_play_delete(make_client, retriever, audio, wait_job
     assert sr == SR and np.array_equal(data, original[10 * SR:12 * SR])
 
     health = client.get("/health").json()
-    assert (health["status"], health["segments"], health["jobs_pending"]) == ("ok", 8, 0)
+    assert (health["status"], health["segments"], health["jobs_pending"], health["backend"]) == ("ok", 8, 0, "torch")
     # delete: gone from the index and the server's copy of the upload is removed
     assert client.delete("/v1/recordings/talk").json() == {"recording_id": "talk", "segments_removed": 8}
     assert client.get("/v1/recordings").json()["recordings"] == [] and uploads_left(client) == []
