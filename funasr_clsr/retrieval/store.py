@@ -109,6 +109,10 @@ META_COLUMNS = {"title": str, "date": str, "speaker": str, "tags": list}
 FILTER_COLUMNS = ("recording_id", "path", "segment", "start", "end", "transcript", *META_COLUMNS, "added")
 _HIT_COLUMNS = ["recording_id", "path", "start", "end", "start_sample", "end_sample", "transcript", "meta",
                 "_distance"]
+# Below this many segments, with no ANN index and no filter, search compares in memory with a copy of the
+# table read once per committed version: a LanceDB query costs milliseconds even on 90 rows (the server's
+# `search` time, docs/serve.md), numpy's product with 20,000 x 384 vectors about 1 ms.
+MEMORY_SEARCH_ROWS = 20_000
 _SEGMENT_COLUMNS = ["recording_id", "path", "segment", "start", "end", "start_sample", "end_sample",
                     "transcript"]
 
@@ -488,6 +492,8 @@ class LanceSegmentStore(SegmentStore):
         self._lock_depth = 0
         self._lock_owner: int | None = None  # thread holding the lock through this object
         self._warned_topk = False
+        self._snapshot: tuple[int, np.ndarray, list[dict[str, Any]]] | None = None  # see _memory_rows
+        self._snapshot_lock = threading.Lock()
 
     # ------------------------------------------------------------------ opening
 
@@ -935,11 +941,13 @@ class LanceSegmentStore(SegmentStore):
             self._warned_topk = True
         if n == 0 and not where:
             return [[] for _ in range(q.shape[0])]
+        idx = None if exact else self.vector_index()
+        if not where and (idx is None or exact) and n <= MEMORY_SEARCH_ROWS:
+            return self._search_in_memory(q, k)
         builder = (self._table.search(q if q.shape[0] > 1 else q[0], vector_column_name="vector")
                    .distance_type("dot").select(_HIT_COLUMNS).with_row_id(True).limit(max(1, min(k, n))))
         if where:
             builder = builder.where(where, prefilter=True)
-        idx = None if exact else self.vector_index()
         if idx is None:
             builder = builder.bypass_vector_index()
         else:
@@ -961,6 +969,44 @@ class LanceSegmentStore(SegmentStore):
                             recording_id=r["recording_id"], path=r["path"], start=r["start"], end=r["end"],
                             transcript=r["transcript"], start_sample=r["start_sample"], end_sample=r["end_sample"],
                             meta=json.loads(r["meta"]) if r["meta"] else {}))
+        return out
+
+    def _memory_rows(self) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """(vectors, hit columns with row ids) of the latest committed version, re-read when it changes
+        (this store's writes, another process's, a delete). A commit landing during the read only makes
+        the next search read again."""
+        with self._snapshot_lock:
+            version = self._table.version
+            if self._snapshot is None or self._snapshot[0] != version:
+                t = (self._table.search().select(["vector"] + _HIT_COLUMNS[:-1]).with_row_id(True)
+                     .limit(None).to_arrow())
+                vectors = (t.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+                           .reshape(-1, self.embedding_dim).astype(np.float32, copy=False))
+                rows = t.drop_columns(["vector"]).to_pylist()
+                for r in rows:
+                    r["meta"] = json.loads(r["meta"]) if r["meta"] else {}
+                self._snapshot = (version, vectors, rows)
+            return self._snapshot[1], self._snapshot[2]
+
+    def _search_in_memory(self, q: np.ndarray, k: int) -> list[list[Hit]]:
+        vectors, rows = self._memory_rows()
+        if not rows:
+            return [[] for _ in range(q.shape[0])]
+        scores = q @ vectors.T
+        k = min(k, len(rows))
+        if k < len(rows):
+            top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        else:
+            top = np.broadcast_to(np.arange(len(rows)), scores.shape)
+        out = []
+        for qi in range(q.shape[0]):
+            order = top[qi][np.argsort(-scores[qi, top[qi]], kind="stable")]
+            out.append([Hit(score=float(scores[qi, j]), rank=rank, row=int(rows[j]["_rowid"]),
+                            recording_id=rows[j]["recording_id"], path=rows[j]["path"], start=rows[j]["start"],
+                            end=rows[j]["end"], transcript=rows[j]["transcript"],
+                            start_sample=rows[j]["start_sample"], end_sample=rows[j]["end_sample"],
+                            meta=dict(rows[j]["meta"]))
+                        for rank, j in enumerate(order, 1)])
         return out
 
     def _default_nprobes(self, idx) -> int:

@@ -426,3 +426,40 @@ def test_ann_index_built_at_the_threshold_with_recall_against_exact(kind, tmp_pa
     assert store.search(late, 1)[0][0].recording_id == "late"
     store.remove("r0")
     assert all(h.recording_id != "r0" for q in store.search(qs, 10) for h in q)
+
+
+def test_small_tables_are_searched_in_memory_with_the_same_hits_as_a_lancedb_query(lance, tmp_path, monkeypatch):
+    """Below MEMORY_SEARCH_ROWS an unfiltered search compares with an in-memory copy of the latest version:
+    the same hits (rows, times, meta, order) and scores as LanceDB's own exact query, and a write by another
+    process-side handle, a replace or a delete is seen by the next search."""
+    from funasr_clsr.retrieval import store as store_mod
+
+    fill(lance)
+    qs = unit(np.random.default_rng(5), 6)
+
+    def both(store, k):
+        memory = store.search(qs, k)
+        monkeypatch.setattr(store_mod, "MEMORY_SEARCH_ROWS", -1)  # every search through LanceDB
+        try:
+            return memory, store.search(qs, k)
+        finally:
+            monkeypatch.undo()
+
+    for k in (1, 4, 15, 40):
+        memory, query = both(lance, k)
+        assert [[(h.row, h.recording_id, h.start, h.end, h.transcript, h.meta, h.rank) for h in q] for q in memory] == \
+            [[(h.row, h.recording_id, h.start, h.end, h.transcript, h.meta, h.rank) for h in q] for q in query]
+        np.testing.assert_allclose([h.score for q in memory for h in q], [h.score for q in query for h in q],
+                                   atol=1e-5)
+    assert lance._snapshot is not None and len(lance._snapshot[2]) == 15  # the in-memory path answered
+    other = LanceSegmentStore.load(tmp_path / "idx")  # a second handle: another reader or writer
+    other.search(qs, 3)
+    target = unit(np.random.default_rng(6), 1)
+    lance.add("new", "/new.wav", segs(1), target, {"speaker": "Cy"})
+    hit = other.search(target, 1)[0][0]
+    assert (hit.recording_id, hit.meta, round(hit.score, 4)) == ("new", {"speaker": "Cy"}, 1.0)
+    lance.add("new", "/new.wav", segs(1), -target, replace=True)
+    assert other.search(target, 1)[0][0].recording_id != "new"
+    lance.remove("rec0")
+    assert all(h.recording_id != "rec0" for q in other.search(qs, 20) for h in q)
+    assert len(other.search(qs, 100)[0]) == len(lance) == 4 + 6 + 1
