@@ -607,9 +607,10 @@ def run_train_kills(n_kills: int, seed: int, work: Path, epochs: int = 6) -> dic
         rerun = subprocess.run(_train_command(data, out, epochs), capture_output=True, text=True, env=env, timeout=900)
         log = rerun.stdout + rerun.stderr
         resumed = held == 0 or f"epoch: 0/{epochs}" not in log
-        row = {"kill_in_epoch": kill_epoch + 1, "kill_after_s": round(after, 2), "exited_before_the_kill": rc == 0, "epochs_held": held,
-               "rerun_exit": rerun.returncode, "resumed": resumed,
-               "rerun_repaired_checkpoint": any(m in log for m in (": resuming from model.pt.ep", "training starts from its initialisation")), "finished": _epochs_done(out) == epochs}
+        repaired = any(m in log for m in (": resuming from model.pt.ep", "training starts from its initialisation"))
+        row = {"kill_in_epoch": kill_epoch + 1, "kill_after_s": round(after, 2), "exited_before_the_kill": rc == 0,
+               "epochs_held": held, "rerun_exit": rerun.returncode, "resumed": resumed,
+               "rerun_repaired_checkpoint": repaired, "finished": _epochs_done(out) == epochs}
         try:
             m = AutoModel(model=str(out), device="cpu", disable_update=True, log_level="ERROR").model
             row["loads"] = bool(np.isfinite(m.encode_text(QUESTIONS[:2]).numpy()).all())

@@ -142,10 +142,7 @@ class VADCutter:
             import ray
 
             vad = ray.get(vad_ref)
-        elif vad is None or isinstance(vad, (str, os.PathLike)):
-            from .segmentation import _build_vad
-
-            vad = _build_vad(os.fspath(vad) if vad is not None else "fsmn-vad")
+        # a name or directory is built by vad_segments, once per actor process (segmentation's VAD cache)
         self.vad, self.window_s, self.sr = vad, window_s, sr
 
     def __call__(self, row: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -257,8 +254,8 @@ def _run(ray, retriever, todo, store, report, num_workers, num_gpus, cpus_per_wo
     if retriever.segmenter == "vad":
         vad = retriever.vad_model
         by_name = vad is None or isinstance(vad, (str, os.PathLike))
-        ds = ds.flat_map(VADCutter, fn_constructor_kwargs={"vad": os.fspath(vad) if by_name and vad is not None
-                                                           else None, "vad_ref": None if by_name else ray.put(vad),
+        ds = ds.flat_map(VADCutter, fn_constructor_kwargs={"vad": os.fspath(vad) if by_name and vad else None,
+                                                           "vad_ref": None if by_name else ray.put(vad),
                                                            "window_s": retriever.window_s, "sr": retriever.sr},
                          num_cpus=0, compute=ray.data.ActorPoolStrategy(size=max(1, num_workers)))
     else:

@@ -965,10 +965,7 @@ class LanceSegmentStore(SegmentStore):
         qi = table.column("query_index").to_pylist() if "query_index" in table.column_names else [0] * table.num_rows
         for i, r in zip(qi, table.to_pylist()):
             hits = out[i]
-            hits.append(Hit(score=1.0 - float(r["_distance"]), rank=len(hits) + 1, row=int(r["_rowid"]),
-                            recording_id=r["recording_id"], path=r["path"], start=r["start"], end=r["end"],
-                            transcript=r["transcript"], start_sample=r["start_sample"], end_sample=r["end_sample"],
-                            meta=json.loads(r["meta"]) if r["meta"] else {}))
+            hits.append(_hit(r, 1.0 - float(r["_distance"]), len(hits) + 1, json.loads(r["meta"]) if r["meta"] else {}))
         return out
 
     def _memory_rows(self) -> tuple[np.ndarray, list[dict[str, Any]]]:
@@ -978,7 +975,8 @@ class LanceSegmentStore(SegmentStore):
         with self._snapshot_lock:
             version = self._table.version
             if self._snapshot is None or self._snapshot[0] != version:
-                t = (self._table.search().select(["vector"] + _HIT_COLUMNS[:-1]).with_row_id(True)
+                columns = ["vector"] + [c for c in _HIT_COLUMNS if c != "_distance"]
+                t = (self._table.search().select(columns).with_row_id(True)
                      .limit(None).to_arrow())
                 vectors = (t.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
                            .reshape(-1, self.embedding_dim).astype(np.float32, copy=False))
@@ -1001,11 +999,7 @@ class LanceSegmentStore(SegmentStore):
         out = []
         for qi in range(q.shape[0]):
             order = top[qi][np.argsort(-scores[qi, top[qi]], kind="stable")]
-            out.append([Hit(score=float(scores[qi, j]), rank=rank, row=int(rows[j]["_rowid"]),
-                            recording_id=rows[j]["recording_id"], path=rows[j]["path"], start=rows[j]["start"],
-                            end=rows[j]["end"], transcript=rows[j]["transcript"],
-                            start_sample=rows[j]["start_sample"], end_sample=rows[j]["end_sample"],
-                            meta=dict(rows[j]["meta"]))
+            out.append([_hit(rows[j], float(scores[qi, j]), rank, dict(rows[j]["meta"]))
                         for rank, j in enumerate(order, 1)])
         return out
 
@@ -1013,6 +1007,13 @@ class LanceSegmentStore(SegmentStore):
         trained = _TRAINED_ROWS.search(idx.name)
         parts = _ann_partitions(int(trained.group(1)), self.kind) if trained else 256
         return max(20, parts // 8)  # 1/8 of the partitions (all of IVF-HNSW's few); see docs/benchmarks.md
+
+
+def _hit(r: dict[str, Any], score: float, rank: int, meta: dict[str, Any]) -> Hit:
+    """A Hit from a row of the hit columns with its ``_rowid`` (a LanceDB answer or the in-memory copy)."""
+    return Hit(score=score, rank=rank, row=int(r["_rowid"]), recording_id=r["recording_id"], path=r["path"],
+               start=r["start"], end=r["end"], transcript=r["transcript"], start_sample=r["start_sample"],
+               end_sample=r["end_sample"], meta=meta)
 
 
 def _lock_holder(path: Path) -> str:
