@@ -260,7 +260,8 @@ def run(args) -> dict:
         side_wav = audio_dir / f"synthetic_{args.with_indexing:g}min_b.wav"
         write_recording(side_wav, args.with_indexing, args.seed + 1)
 
-    backend = ("--backend", "onnx", *(("--quantize",) if args.quantize else ())) if args.backend == "onnx" else ()
+    quantize = {"none": (), "all": ("--quantize",), "text": ("--quantize-text",)}[args.quantize]
+    backend = ("--backend", "onnx", *quantize) if args.backend == "onnx" else ()
     if backend:
         report["onnx_export"] = bc.ensure_onnx(model_dir)
     server = Server(model_dir, index_dir, audio_dir, args.threads, secrets.token_hex(16), args.window,
@@ -390,7 +391,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--search-workers", type=int, default=1, help="the server's --search-workers")
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
                    help="the server's --backend (onnx: the model dir must hold the exported model.onnx/model_eb.onnx)")
-    p.add_argument("--quantize", action="store_true", help="with --backend onnx: the int8 *_quant.onnx graphs")
+    p.add_argument("--quantize", action="store_const", const="all", default="none",
+                   help="with --backend onnx: the server's --quantize (int8 graphs of both branches)")
+    p.add_argument("--quantize-text", action="store_const", const="text", dest="quantize",
+                   help="with --backend onnx: the server's --quantize-text (int8 text encoder only)")
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")),
                    help="torch threads of the server (OMP_NUM_THREADS)")
     p.add_argument("--max-seconds", type=float, default=1800.0, help="upper bound on every phase")

@@ -22,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from funasr_clsr.models.clsr.export_meta import ONNX_FORMAT_VERSION, exported_paths
+from funasr_clsr.models.clsr.export_meta import ONNX_FORMAT_VERSION, exported_paths, quantize_mode
 from funasr_clsr.models.dual_encoder import as_input_list, load_speech_features
 
 __all__ = ["OnnxCLSR", "OnnxModelError", "OnnxTextEncoder"]
@@ -99,12 +99,13 @@ class OnnxCLSR:
 
     ``model_dir``: a CLSR model directory (or the short name ``clsr``) after
     ``AutoModel(model=DIR).export(type="onnx"[, quantize=True])``; ``quantize`` picks the int8
-    ``*_quant.onnx`` files. ``intra_op_num_threads`` defaults to torch's thread count
+    ``*_quant.onnx`` files: ``True`` or "all" for both branches, "text" for the text encoder only
+    (questions in int8, recordings through the exact fp32 speech graph). ``intra_op_num_threads`` defaults to torch's thread count
     (OMP_NUM_THREADS), as :func:`~funasr_clsr.retrieval.pipeline.load_model` does; with
     ``OMP_WAIT_POLICY=PASSIVE`` idle onnxruntime threads sleep too.
     """
 
-    def __init__(self, model_dir: str | os.PathLike, quantize: bool = False,
+    def __init__(self, model_dir: str | os.PathLike, quantize: bool | str = False,
                  intra_op_num_threads: int | None = None):
         import yaml
         from funasr.register import tables  # the frontends are registered by importing funasr_clsr
@@ -118,13 +119,14 @@ class OnnxCLSR:
         if not (d / "config.yaml").is_file():
             raise FileNotFoundError(f"{target}: not a CLSR model directory (no config.yaml); the ONNX backend "
                                     "needs a local model directory")
-        speech_path, text_path = exported_paths(d, quantize)
+        mode = quantize_mode(quantize)
+        speech_path, text_path = exported_paths(d, mode)
         missing = [p.name for p in (speech_path, text_path) if not p.is_file()]
         if missing:
             raise FileNotFoundError(
                 f"{d}: no {' / '.join(missing)}; export it first: AutoModel(model='{d}').export(type='onnx'"
-                f"{', quantize=True' if quantize else ''}) or funasr-export ++model={d} ++type=onnx"
-                f"{' ++quantize=true' if quantize else ''}")
+                f"{', quantize=True' if mode != 'none' else ''}) or funasr-export ++model={d} ++type=onnx"
+                f"{' ++quantize=true' if mode != 'none' else ''}")
         cfg = yaml.safe_load((d / "config.yaml").read_text(encoding="utf-8")) or {}
         check_model_format(cfg.get("clsr_format_version"), d, OnnxModelError)
         if intra_op_num_threads is None:
@@ -132,7 +134,7 @@ class OnnxCLSR:
 
             intra_op_num_threads = torch.get_num_threads()
         self.model_dir = str(d)
-        self.quantize = bool(quantize)
+        self.quantize = mode
         self.speech_session, self.speech_meta = _session(speech_path, intra_op_num_threads)
         text_session, text_meta = _session(text_path, intra_op_num_threads)
         for meta, path in ((self.speech_meta, speech_path), (text_meta, text_path)):
@@ -171,7 +173,7 @@ class OnnxCLSR:
         self._max_frames = int(self.speech_meta.get("max_feats_length") or 0)
 
     def __repr__(self) -> str:
-        return f"OnnxCLSR({self.model_dir!r}, quantize={self.quantize})"
+        return f"OnnxCLSR({self.model_dir!r}, quantize={self.quantize!r})"
 
     # ------------------------------------------------------------------ speech
     def _run_speech(self, inputs, sample_rate: int | None):

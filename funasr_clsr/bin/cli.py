@@ -414,7 +414,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
             p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
                            help="onnx: the model dir's model.onnx/model_eb.onnx on onnxruntime (CPU; docs/export.md)")
-            p.add_argument("--quantize", action="store_true", help="with --backend onnx: the int8 *_quant.onnx files")
+            p.add_argument("--quantize", action="store_const", const="all", default="none",
+                           help="with --backend onnx: the int8 *_quant.onnx files of both branches")
+            p.add_argument("--quantize-text", action="store_const", const="text", dest="quantize",
+                           help="with --backend onnx: int8 for the text encoder only (questions), recordings "
+                                "through the exact fp32 speech graph (for models whose tokens int8 flips)")
 
     p = sub.add_parser("index", help="index recordings (resumable: recordings already indexed are skipped)")
     common(p)

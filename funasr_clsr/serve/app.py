@@ -286,7 +286,8 @@ def create_app(retriever_or_model: Any, index_dir: str | os.PathLike, *, uploads
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     model = retriever.model
-    backend = ("onnx int8" if model.quantize else "onnx") if hasattr(model, "speech_session") else "torch"
+    backend = ({"none": "onnx", "all": "onnx int8", "text": "onnx int8 text"}[model.quantize]
+               if hasattr(model, "speech_session") else "torch")
 
     @app.get("/health", dependencies=bearer, tags=["server"])
     def health():

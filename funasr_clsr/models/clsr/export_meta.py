@@ -381,8 +381,25 @@ def _use_torchscript_exporter() -> None:
     torch.onnx.export = export
 
 
-def exported_paths(model_dir: str | os.PathLike, quantize: bool = False) -> tuple[Path, Path]:
+#: ``quantize`` of the ONNX runtime: which branches run their int8 ``*_quant.onnx`` graph.
+#: "text" is for models whose speech argmax int8 flips (docs/benchmarks.md, "Which MatMuls int8
+#: can take"): recordings are indexed exactly, questions get int8's speed.
+QUANTIZE_CHOICES = ("none", "text", "all")
+
+
+def quantize_mode(quantize: bool | str | None) -> str:
+    """``quantize`` as one of :data:`QUANTIZE_CHOICES` (``True``: "all", ``False``/``None``: "none")."""
+    if quantize is True or quantize is False or quantize is None:
+        return "all" if quantize else "none"
+    if quantize not in QUANTIZE_CHOICES:
+        raise ValueError(f"quantize must be one of {', '.join(QUANTIZE_CHOICES)} (or a bool), got {quantize!r}")
+    return quantize
+
+
+def exported_paths(model_dir: str | os.PathLike, quantize: bool | str = False) -> tuple[Path, Path]:
     """(speech, text) ONNX files in ``model_dir``, as ``funasr.utils.export_utils`` names them."""
-    suffix = "_quant.onnx" if quantize else ".onnx"
+    mode = quantize_mode(quantize)
     d = Path(model_dir)
-    return d / f"{SPEECH_NAME}{suffix}", d / f"{TEXT_NAME}{suffix}"
+    speech = "_quant.onnx" if mode == "all" else ".onnx"
+    text = "_quant.onnx" if mode != "none" else ".onnx"
+    return d / f"{SPEECH_NAME}{speech}", d / f"{TEXT_NAME}{text}"

@@ -137,6 +137,26 @@ def test_onnx_embeddings_match_torch_fp32_and_int8(which, sanm_dir, whisper_dir,
     assert onnx.encode_speech([]).shape == (0, ref.shape[1])
 
 
+def test_quantize_text_runs_the_fp32_speech_graph_beside_the_int8_text_encoder(whisper_dir, pair_dir):
+    """quantize="text": recordings through the exact speech graph, questions through the int8 one."""
+    from funasr_clsr.models.clsr.export_meta import QUANTIZE_CHOICES, exported_paths
+    from funasr_clsr.onnx_runtime import OnnxCLSR
+
+    out, _ = whisper_dir
+    assert QUANTIZE_CHOICES == ("none", "text", "all")
+    assert [p.name for p in exported_paths(out, "text")] == ["model.onnx", "model_eb_quant.onnx"]
+    assert exported_paths(out, True) == exported_paths(out, "all")
+    assert exported_paths(out, False) == exported_paths(out, "none")
+    with pytest.raises(ValueError, match="quantize must be one of none, text, all"):
+        exported_paths(out, "speech")
+    inputs = _inputs(pair_dir)
+    fp32, int8 = (OnnxCLSR(out, quantize=q, intra_op_num_threads=1) for q in (False, True))
+    mixed = OnnxCLSR(out, quantize="text", intra_op_num_threads=1)
+    assert mixed.quantize == "text" and "quantize='text'" in repr(mixed)
+    np.testing.assert_array_equal(mixed.encode_speech(inputs, batch_size=5), fp32.encode_speech(inputs, batch_size=5))
+    np.testing.assert_array_equal(mixed.encode_text(QUESTIONS), int8.encode_text(QUESTIONS))
+
+
 def test_metadata_names_the_source_model_and_what_the_runtime_needs(sanm_dir):
     import onnxruntime as ort
 
@@ -176,7 +196,7 @@ def test_index_and_query_with_the_onnx_backend(sanm_dir, pair_dir, tmp_path, cap
     rc = main(["index", *argv, "--window", "2", "--no-progress", str(tmp_path / "talk.wav")])
     report = json.loads(capsys.readouterr().out)
     assert rc == 0 and report["num_segments"] == 8 and report["model_id"] == torch_retriever.model_id
-    for extra in ([], ["--quantize"]):
+    for extra in ([], ["--quantize"], ["--quantize-text"]):
         rc = main(["query", *argv, *extra, *QUESTIONS, *wav_q, "--top-k", "1"])
         answers = [a["hits"][0] for a in json.loads(capsys.readouterr().out)]
         assert rc == 0 and len(answers) == len(expected) == 9
