@@ -107,6 +107,7 @@ class OnnxCLSR:
 
     def __init__(self, model_dir: str | os.PathLike, quantize: bool | str = False,
                  intra_op_num_threads: int | None = None):
+        import onnxruntime as ort
         import yaml
         from funasr.register import tables  # the frontends are registered by importing funasr_clsr
 
@@ -171,6 +172,10 @@ class OnnxCLSR:
         self.text_encoder = OnnxTextEncoder(text_session, text_meta, te_dir / "vocab.txt")
         self._drop = {int(self.speech_meta[k]) for k in ("blank_id", "sos", "eos")}
         self._max_frames = int(self.speech_meta.get("max_feats_length") or 0)
+        # A batch of 40 s windows needs GBs of attention scores; without shrinkage onnxruntime's CPU
+        # arena keeps its high-water mark for the life of the process (a server kept ~7 GB).
+        self._shrink_arena = ort.RunOptions()
+        self._shrink_arena.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
 
     def __repr__(self) -> str:
         return f"OnnxCLSR({self.model_dir!r}, quantize={self.quantize!r})"
@@ -183,7 +188,8 @@ class OnnxCLSR:
                              f"{self._max_frames / 100:.0f} s (raise encoder_conf.max_windows and re-export, or "
                              "split the recording)")
         return self.speech_session.run(None, {"speech": feats.numpy().astype(np.float32, copy=False),
-                                              "speech_lengths": lengths.numpy().astype(np.int32)})
+                                              "speech_lengths": lengths.numpy().astype(np.int32)},
+                                       self._shrink_arena)
 
     def _texts(self, ids: np.ndarray, num: np.ndarray) -> list[str]:
         return [self.asr_tokenizer.decode([t for t in row[:n].tolist() if t not in self._drop])

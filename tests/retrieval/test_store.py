@@ -398,7 +398,9 @@ def test_faiss_directory_is_refused_with_the_migrate_command_and_migrates(tmp_pa
 
 
 @pytest.mark.parametrize("kind", ["ivf", "hnsw"])
-def test_ann_index_built_at_the_threshold_with_recall_against_exact(kind, tmp_path):
+def test_ann_index_built_at_the_threshold_with_recall_against_exact(kind, tmp_path, monkeypatch):
+    from funasr_clsr.retrieval import store as store_mod
+
     dim, per = 32, 500
     rng = np.random.default_rng(11)
     centres = unit(rng, 20, dim)
@@ -419,8 +421,15 @@ def test_ann_index_built_at_the_threshold_with_recall_against_exact(kind, tmp_pa
     full /= np.linalg.norm(full, axis=1, keepdims=True)
     qn = qs / np.linalg.norm(qs, axis=1, keepdims=True)
     np.testing.assert_allclose([e[0].score for e in exact], (qn @ full.T).max(1), atol=1e-5)
-    hits = store.search(qs[:3], 5, where="speaker = 'Ada'")
+    ada = "speaker = 'Ada'"  # 1,500 rows: under FLAT_FILTER_ROWS, so searched exactly over its rows
+    rows = [[h.row for h in q] for q in store.search(qs[:3], 5, where=ada)]
+    assert rows == [[h.row for h in q] for q in store.search(qs[:3], 5, where=ada, exact=True)]
+    monkeypatch.setattr(store_mod, "FLAT_FILTER_ROWS", 1000)  # now the prefiltered ANN search
+    hits = store.search(qs[:3], 5, where=ada)
     assert all(h.meta["speaker"] == "Ada" for q in hits for h in q) and all(len(q) == 5 for q in hits)
+    with pytest.raises(FilterError, match="speaker"):
+        store.search(qs[:1], 5, where="speaker = ")  # the count that picks the plan says it too
+    monkeypatch.undo()
     late = unit(np.random.default_rng(123), 1, dim)
     store.add("late", "/late.wav", [{"start": 0, "end": 1}], late)  # not in the ANN index yet: still found
     assert store.search(late, 1)[0][0].recording_id == "late"
