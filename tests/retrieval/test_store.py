@@ -422,9 +422,18 @@ def test_ann_index_built_at_the_threshold_with_recall_against_exact(kind, tmp_pa
     qn = qs / np.linalg.norm(qs, axis=1, keepdims=True)
     np.testing.assert_allclose([e[0].score for e in exact], (qn @ full.T).max(1), atol=1e-5)
     ada = "speaker = 'Ada'"  # 1,500 rows: under FLAT_FILTER_ROWS, so searched exactly over its rows
+
+    def ann_used(_idx):  # only the ANN plan asks for the partitions to probe
+        raise AssertionError("ANN plan")
+
+    monkeypatch.setattr(store, "_default_nprobes", ann_used)
     rows = [[h.row for h in q] for q in store.search(qs[:3], 5, where=ada)]
     assert rows == [[h.row for h in q] for q in store.search(qs[:3], 5, where=ada, exact=True)]
     monkeypatch.setattr(store_mod, "FLAT_FILTER_ROWS", 1000)  # now the prefiltered ANN search
+    with pytest.raises(AssertionError, match="ANN plan"):
+        store.search(qs[:3], 5, where=ada)
+    monkeypatch.undo()
+    monkeypatch.setattr(store_mod, "FLAT_FILTER_ROWS", 1000)
     hits = store.search(qs[:3], 5, where=ada)
     assert all(h.meta["speaker"] == "Ada" for q in hits for h in q) and all(len(q) == 5 for q in hits)
     with pytest.raises(FilterError, match="speaker"):
