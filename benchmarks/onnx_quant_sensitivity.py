@@ -14,7 +14,10 @@ top of FunASR's rule, and runs every plan on the same clips as ``benchmarks/onnx
 * ``fp32_attention`` / ``fp32_mlp``: plus the attention (q/k/v/out) or the MLP (fc1/fc2) MatMuls of every block;
 * ``fp32_fc2``: plus the second MLP layer of every block (where Whisper's large activations are);
 * ``fp32_encoder``: plus the whole encoder (int8 only in the text encoder);
-* ``qint8_weights``: FunASR's rule with int8 instead of uint8 weights.
+* ``qint8_weights``: FunASR's rule with int8 instead of uint8 weights;
+* ``blockwise_b128`` / ``blockwise_b32``: not ``quantize_dynamic`` but onnxruntime's ``MatMulNBits``
+  (8-bit weights and activations scaled per row and block of 128 or 32 inputs,
+  ``export_meta.quantize_blockwise``), FunASR's rule for what stays fp32.
 
 Reported per plan: MatMuls in int8, seconds per batch (median of runs interleaved with torch fp32 and
 onnxruntime fp32, timed again beside each plan), speed-up over both, cosine to torch fp32 (min / mean) and the share of identical
@@ -63,20 +66,28 @@ def plans(matmuls: list[str]) -> dict[str, dict]:
                        "weight": "uint8"}
     out["fp32_fc2"] = {"keep": lambda n: encoder_block(n) is not None and "/fc2/" in n, "weight": "uint8"}
     out["fp32_encoder"] = {"keep": lambda n: n.startswith("/encoder/"), "weight": "uint8"}
+    for block in (128, 32):
+        out[f"blockwise_b{block}"] = {"keep": lambda n: False, "weight": f"blockwise{block}"}
     return out
 
 
-def quantize_plan(fp32_path: Path, out: Path, node_names: list[str], keep, weight: str) -> list[str]:
-    """Write ``out`` from ``fp32_path`` as FunASR's export does, keeping ``keep`` MatMuls fp32 too.
-    ``node_names``: the fp32 graph's node names. Returns the excluded names."""
+def quantize_plan(fp32_path: Path, out: Path, node_names: list[str], keep, weight: str) -> tuple[list[str], int | None]:
+    """Write ``out`` from ``fp32_path`` as FunASR's export does, keeping ``keep`` MatMuls fp32 too
+    (``weight`` "blockwiseB": block-wise MatMulNBits instead). ``node_names``: the fp32 graph's node
+    names. Returns the excluded names and, for block-wise plans, how many MatMuls were quantised
+    (MatMulNBits takes only those with constant weights; None: every MatMul not excluded)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    from funasr_clsr.models.clsr.export_meta import quantize_blockwise
+
     exclude = [n for n in node_names if funasr_excluded(n) or keep(n)]
+    if weight.startswith("blockwise"):
+        return exclude, quantize_blockwise(fp32_path, out, exclude, block_size=int(weight[len("blockwise"):]))
     quantize_dynamic(model_input=str(fp32_path), model_output=str(out), op_types_to_quantize=["MatMul"],
                      per_channel=True, reduce_range=False,
                      weight_type=QuantType.QInt8 if weight == "int8" else QuantType.QUInt8,
                      nodes_to_exclude=exclude)
-    return exclude
+    return exclude, None
 
 
 def markdown_table(report: dict) -> str:
@@ -149,7 +160,8 @@ def _run(args, work: Path, report: dict) -> dict:
     report["plans"] = {}
     for name in tqdm(chosen, desc="plans", unit="plan"):
         path = work / f"{name}.onnx"
-        excluded = set(quantize_plan(fp32_path, path, node_names, all_plans[name]["keep"], all_plans[name]["weight"]))
+        excluded, n_int8 = quantize_plan(fp32_path, path, node_names, all_plans[name]["keep"], all_plans[name]["weight"])
+        excluded = set(excluded)
         probe.speech_session = None
         probe.speech_session, _ = _session(path, args.threads)
         timings = bc.round_robin({**tasks, name: speech_task(probe, clips, args.batch)},
@@ -161,7 +173,8 @@ def _run(args, work: Path, report: dict) -> dict:
         c = cosines(vecs, ref_vecs)
         torch_s, onnx_s = timings["torch_fp32"]["median_s"], timings["onnx_fp32"]["median_s"]
         report["plans"][name] = {
-            "int8_matmuls": sum(1 for m in matmuls if m not in excluded), "matmuls": len(matmuls),
+            "int8_matmuls": sum(1 for m in matmuls if m not in excluded) if n_int8 is None else n_int8,
+            "matmuls": len(matmuls),
             "median_s": t["median_s"], "runs_s": t["runs_s"], "torch_fp32_s": torch_s, "onnx_fp32_s": onnx_s,
             "speedup_vs_onnx_fp32": onnx_s / t["median_s"], "speedup_vs_torch_fp32": torch_s / t["median_s"],
             "cosine_min": float(c.min()), "cosine_mean": float(c.mean()),

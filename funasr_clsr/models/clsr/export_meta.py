@@ -320,7 +320,10 @@ def export_rebuild_model(model, **kwargs):
               "funasr_clsr_version": __version__, "model_id": model_id, "model_version": model_version,
               "embedding_dim": te.hidden_size}
     speech = CLSRSpeechExport(model, names, _feature_dim(model, kwargs), onnx=True)
-    speech.onnx_metadata = {**common, "branch": "speech", "encoder": names["encoder"],
+    scheme = kwargs.get("speech_int8", "blockwise")
+    if scheme not in SPEECH_INT8_SCHEMES:
+        raise ExportError(f"speech_int8 must be one of {', '.join(SPEECH_INT8_SCHEMES)}, got {scheme!r}")
+    speech.onnx_metadata = {**common, "branch": "speech", "encoder": names["encoder"], "int8_scheme": scheme,
                             "feats_dim": speech.feats_dim,
                             "max_feats_length": getattr(speech.encoder, "max_frames", 0),
                             "blank_id": model.blank_id, "sos": model.sos, "eos": model.eos}
@@ -379,6 +382,41 @@ def _use_torchscript_exporter() -> None:
 
     export._clsr_wrapper = True
     torch.onnx.export = export
+    _use_speech_int8_scheme()
+
+
+#: How ``quantize=True`` writes the speech graph's ``model_quant.onnx`` (export kwarg ``speech_int8``):
+#: "blockwise" (:func:`quantize_blockwise`, the default) or "dynamic" (FunASR's ``quantize_dynamic``,
+#: as for every other FunASR model). The text encoder always gets FunASR's.
+SPEECH_INT8_SCHEMES = ("blockwise", "dynamic")
+
+
+def _use_speech_int8_scheme() -> None:
+    """Route FunASR's ``quantize_dynamic`` call for CLSR's speech graph to its int8 scheme.
+
+    ``funasr.utils.export_utils._onnx`` imports ``onnxruntime.quantization.quantize_dynamic`` when it
+    quantises and leaves nodes named ``output`` in fp32; a speech graph (metadata ``branch`` "speech")
+    whose ``int8_scheme`` is "blockwise" is written by :func:`quantize_blockwise` with the same
+    exclusions instead. Every other call goes through unchanged.
+    """
+    import onnxruntime.quantization as ortq
+
+    original = ortq.quantize_dynamic
+    if getattr(original, "_clsr_wrapper", False):
+        return
+
+    @functools.wraps(original)
+    def quantize_dynamic(model_input, model_output, *args, **kwargs):
+        import onnx
+
+        meta = {p.key: p.value for p in onnx.load(str(model_input), load_external_data=False).metadata_props}
+        if meta.get("branch") == '"speech"' and meta.get("int8_scheme") == '"blockwise"':
+            quantize_blockwise(model_input, model_output, exclude=kwargs.get("nodes_to_exclude") or ())
+            return None
+        return original(model_input, model_output, *args, **kwargs)
+
+    quantize_dynamic._clsr_wrapper = True
+    ortq.quantize_dynamic = quantize_dynamic
 
 
 #: ``quantize`` of the ONNX runtime: which branches run their int8 ``*_quant.onnx`` graph.
@@ -403,3 +441,27 @@ def exported_paths(model_dir: str | os.PathLike, quantize: bool | str = False) -
     speech = "_quant.onnx" if mode == "all" else ".onnx"
     text = "_quant.onnx" if mode != "none" else ".onnx"
     return d / f"{SPEECH_NAME}{speech}", d / f"{TEXT_NAME}{text}"
+
+
+def quantize_blockwise(fp32_path: str | os.PathLike, out_path: str | os.PathLike, exclude=(),
+                       block_size: int = 128, accuracy_level: int = 4) -> int:
+    """Write ``out_path``: ``fp32_path`` with the weights of its MatMuls in int8 blocks of ``block_size``
+    along the input dimension (onnxruntime's ``MatMulNBits``, 8 bits, symmetric), nodes named in
+    ``exclude`` left fp32; returns how many MatMuls were quantised. ``accuracy_level`` 4 quantises the
+    activations to int8 per row and block as well, so the product runs on int8 kernels.
+
+    Why not ``quantize_dynamic`` (FunASR's rule) for the speech graph: it scales each activation with
+    one number per tensor, and Whisper's outlier channels then leave the other channels a few levels
+    of int8 (docs/benchmarks.md, "Which MatMuls int8 can take"); a scale per row and 128 inputs
+    follows them."""
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    proto = onnx.load(str(fp32_path))
+    quantizer = MatMulNBitsQuantizer(proto, bits=8, block_size=block_size, is_symmetric=True,
+                                     accuracy_level=accuracy_level, nodes_to_exclude=list(exclude))
+    quantizer.process()
+    out = quantizer.model.model
+    onnx.helper.set_model_props(out, {p.key: p.value for p in proto.metadata_props})
+    onnx.save(out, str(out_path))
+    return sum(1 for n in out.graph.node if n.op_type == "MatMulNBits")

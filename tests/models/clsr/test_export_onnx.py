@@ -175,6 +175,36 @@ def test_metadata_names_the_source_model_and_what_the_runtime_needs(sanm_dir):
     assert [o.name for o in sess.get_outputs()] == ["embedding", "token_ids", "token_num"]
 
 
+def _op_types(path) -> set[str]:
+    import onnx
+
+    return {n.op_type for n in onnx.load(str(path)).graph.node}
+
+
+def test_speech_int8_is_blockwise_and_the_dynamic_scheme_stays_an_option(sanm_dir, whisper_dir, tmp_path):
+    """quantize=True: the speech graph's weights in int8 blocks (MatMulNBits, its argmax layers fp32), the
+    text encoder FunASR's quantize_dynamic; speech_int8="dynamic" gives FunASR's for both."""
+    import shutil
+
+    from funasr_clsr.models.clsr.export_meta import ExportError
+
+    for out in (sanm_dir[0], whisper_dir[0]):  # AutoModel(...).export and funasr-export
+        assert "MatMulNBits" in _op_types(out / "model_quant.onnx")
+        assert "DynamicQuantizeLinear" not in _op_types(out / "model_quant.onnx")
+        assert "DynamicQuantizeLinear" in _op_types(out / "model_eb_quant.onnx")
+    out, model = sanm_dir
+    work = tmp_path / "model"
+    shutil.copytree(out, work)
+    from funasr import AutoModel
+
+    am = AutoModel(model=str(work), device="cpu", disable_update=True, log_level="ERROR")
+    am.export(type="onnx", quantize=True, speech_int8="dynamic")
+    assert "MatMulNBits" not in _op_types(work / "model_quant.onnx")
+    assert "DynamicQuantizeLinear" in _op_types(work / "model_quant.onnx")
+    with pytest.raises(ExportError, match="speech_int8 must be one of blockwise, dynamic, got 'int4'"):
+        model.export(type="onnx", output_dir=str(work), speech_int8="int4")
+
+
 def test_index_and_query_with_the_onnx_backend(sanm_dir, pair_dir, tmp_path, capsys):
     """funasr-clsr index/query --backend onnx: the torch backend's index identity and answers."""
     from funasr_clsr.bin.cli import main
