@@ -80,6 +80,9 @@ def quantize_plan(fp32_path: Path, out: Path, node_names: list[str], keep, weigh
 
     from funasr_clsr.models.clsr.export_meta import quantize_blockwise
 
+    # importing the plugin's export routes quantize_dynamic for speech graphs to the block-wise
+    # scheme (export_meta._use_speech_int8_scheme): the dynamic plans need FunASR's own function
+    quantize_dynamic = getattr(quantize_dynamic, "__wrapped__", quantize_dynamic)
     exclude = [n for n in node_names if funasr_excluded(n) or keep(n)]
     if weight.startswith("blockwise"):
         return exclude, quantize_blockwise(fp32_path, out, exclude, block_size=int(weight[len("blockwise"):]))

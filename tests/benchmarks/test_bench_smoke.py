@@ -283,3 +283,32 @@ def test_longform_keeps_only_unseen_voice_or_rate_contexts(tmp_path):
     kept = lf.context_rows(path, seen_voices="a b", seen_rates="140 150")
     assert [c["context_id"] for c in kept] == ["c1", "c2"]  # an unseen rate, an unseen voice
     assert [c["context_id"] for c in lf.context_rows(path, seen_voices="a b")] == ["c2"]
+
+
+def test_sensitivity_dynamic_plans_use_funasr_quantize_dynamic_even_with_the_export_route(tmp_path):
+    """onnx_quant_sensitivity's "funasr" plan must be FunASR's quantize_dynamic, not the block-wise
+    scheme the plugin's export routes speech graphs to (a run compared block-wise with itself)."""
+    pytest.importorskip("onnxruntime")
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from funasr_clsr.models.clsr import export_meta
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((256, 64)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="encoder_mm")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 256])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])], [w])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    helper.set_model_props(proto, {"branch": '"speech"', "int8_scheme": '"blockwise"'})
+    fp32 = tmp_path / "speech.onnx"
+    onnx.save(proto, str(fp32))
+    export_meta._use_speech_int8_scheme()   # what importing the export does
+
+    sens = _load("onnx_quant_sensitivity")
+    ops = {}
+    for plan, weight in (("funasr", "uint8"), ("blockwise_b128", "blockwise128")):
+        out = tmp_path / f"{plan}.onnx"
+        sens.quantize_plan(fp32, out, ["encoder_mm"], lambda n: False, weight)
+        ops[plan] = {n.op_type for n in onnx.load(str(out)).graph.node}
+    assert "MatMulNBits" not in ops["funasr"] and "MatMulInteger" in ops["funasr"]
+    assert "MatMulNBits" in ops["blockwise_b128"]
