@@ -56,6 +56,7 @@ import threading
 import time
 import uuid
 import warnings
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -109,11 +110,15 @@ META_COLUMNS = {"title": str, "date": str, "speaker": str, "tags": list}
 FILTER_COLUMNS = ("recording_id", "path", "segment", "start", "end", "transcript", *META_COLUMNS, "added")
 _HIT_COLUMNS = ["recording_id", "path", "start", "end", "start_sample", "end_sample", "transcript", "meta",
                 "_distance"]
-#: A filter that matches at most this many segments is searched exactly over the matching rows
-#: (found through the scalar indexes) instead of by a prefiltered ANN search: at 1M segments HNSW with a
-#: prefilter of 25,900 rows took 50 ms p50, the exact search of those rows 29 ms, and it is exact
-#: (docs/benchmarks.md, "Filtered queries").
+#: A filter that matches at most this many segments is searched exactly, in memory, over a copy of the
+#: matching rows (found through the scalar indexes) instead of by a prefiltered ANN search: at 1M segments
+#: HNSW with a prefilter of 25,900 rows took 50 ms p50, LanceDB's exact search of those rows 29 ms, and
+#: it is exact; the copy, read once per (committed version, filter), makes a repeated filter (a server's
+#: "this speaker", "this week") a product with those rows (docs/benchmarks.md, "Filtered queries").
 FLAT_FILTER_ROWS = 50_000
+#: What the in-memory copies (the small table's, the selective filters') may hold together; the least
+#: recently used copy goes first. 50,000 x 768 float32 vectors are 154 MB.
+MEMORY_COPY_BYTES = 512 << 20
 # Below this many segments, with no ANN index and no filter, search compares in memory with a copy of the
 # table read once per committed version: a LanceDB query costs milliseconds even on 90 rows (the server's
 # `search` time, docs/serve.md), numpy's product with 20,000 x 384 vectors about 1 ms.
@@ -497,8 +502,9 @@ class LanceSegmentStore(SegmentStore):
         self._lock_depth = 0
         self._lock_owner: int | None = None  # thread holding the lock through this object
         self._warned_topk = False
-        self._snapshot: tuple[int, np.ndarray, list[dict[str, Any]]] | None = None  # see _memory_rows
-        self._snapshot_lock = threading.Lock()
+        # (version, where or None) -> (vectors, hit columns): see _memory_copy
+        self._copies: OrderedDict[tuple[int, str | None], tuple[np.ndarray, Any]] = OrderedDict()
+        self._copies_lock = threading.Lock()
         self._filter_counts: dict[tuple[int, str], int] = {}  # (version, where) -> matching rows
 
     # ------------------------------------------------------------------ opening
@@ -948,8 +954,8 @@ class LanceSegmentStore(SegmentStore):
         if n == 0 and not where:
             return [[] for _ in range(q.shape[0])]
         idx = None if exact else self.vector_index()
-        if where and idx is not None and self._matching_rows(where) <= FLAT_FILTER_ROWS:
-            idx = None  # a selective filter: exact over its rows beats HNSW walking a sparse mask
+        if where and self._matching_rows(where) <= FLAT_FILTER_ROWS:
+            return self._search_in_memory(q, k, where)  # exact over its rows beats HNSW walking a sparse mask
         if not where and (idx is None or exact) and n <= MEMORY_SEARCH_ROWS:
             return self._search_in_memory(q, k)
         builder = (self._table.search(q if q.shape[0] > 1 else q[0], vector_column_name="vector")
@@ -991,39 +997,49 @@ class LanceSegmentStore(SegmentStore):
             self._filter_counts[key] = count
         return count
 
-    def _memory_rows(self) -> tuple[np.ndarray, list[dict[str, Any]]]:
-        """(vectors, hit columns with row ids) of the latest committed version, re-read when it changes
-        (this store's writes, another process's, a delete). A commit landing during the read only makes
-        the next search read again."""
-        with self._snapshot_lock:
-            version = self._table.version
-            if self._snapshot is None or self._snapshot[0] != version:
-                columns = ["vector"] + [c for c in _HIT_COLUMNS if c != "_distance"]
-                t = (self._table.search().select(columns).with_row_id(True)
-                     .limit(None).to_arrow())
-                vectors = (t.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-                           .reshape(-1, self.embedding_dim).astype(np.float32, copy=False))
-                rows = t.drop_columns(["vector"]).to_pylist()
-                for r in rows:
-                    r["meta"] = json.loads(r["meta"]) if r["meta"] else {}
-                self._snapshot = (version, vectors, rows)
-            return self._snapshot[1], self._snapshot[2]
+    def _memory_copy(self, where: str | None = None) -> tuple[np.ndarray, Any]:
+        """(vectors, hit columns with row ids as an arrow table) of the latest committed version's rows,
+        or of those ``where`` matches: read once per (version, filter) and kept while the copies fit in
+        MEMORY_COPY_BYTES. A write (this store's, another process's, a delete) makes a new version, and the
+        next search reads again; a commit landing during the read only does the same one search later."""
+        with self._copies_lock:
+            key = (self._table.version, where)
+            copy = self._copies.get(key)
+            if copy is not None:
+                self._copies.move_to_end(key)
+                return copy
+            query = self._table.search().select(["vector", *(c for c in _HIT_COLUMNS if c != "_distance")]).with_row_id(True)
+            if where:
+                query = query.where(where)
+            try:
+                t = query.limit(None).to_arrow()
+            except ValueError as exc:
+                if where:
+                    raise FilterError(_filter_message(where, exc)) from None
+                raise
+            vectors = (t.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+                       .reshape(-1, self.embedding_dim).astype(np.float32, copy=False))
+            copy = (vectors, t.drop_columns(["vector"]))
+            for old in [k for k in self._copies if k[0] != key[0]]:  # an older version is never searched again
+                del self._copies[old]
+            self._copies[key] = copy
+            while len(self._copies) > 1 and sum(v.nbytes + r.nbytes for v, r in self._copies.values()) > MEMORY_COPY_BYTES:
+                self._copies.popitem(last=False)
+            return copy
 
-    def _search_in_memory(self, q: np.ndarray, k: int) -> list[list[Hit]]:
-        vectors, rows = self._memory_rows()
-        if not rows:
+    def _search_in_memory(self, q: np.ndarray, k: int, where: str | None = None) -> list[list[Hit]]:
+        vectors, rows = self._memory_copy(where)
+        n = rows.num_rows
+        if not n:
             return [[] for _ in range(q.shape[0])]
         scores = q @ vectors.T
-        k = min(k, len(rows))
-        if k < len(rows):
-            top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        else:
-            top = np.broadcast_to(np.arange(len(rows)), scores.shape)
+        k = min(k, n)
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < n else np.broadcast_to(np.arange(n), scores.shape)
         out = []
         for qi in range(q.shape[0]):
             order = top[qi][np.argsort(-scores[qi, top[qi]], kind="stable")]
-            out.append([_hit(rows[j], float(scores[qi, j]), rank, dict(rows[j]["meta"]))
-                        for rank, j in enumerate(order, 1)])
+            out.append([_hit(r, float(scores[qi, j]), rank, json.loads(r["meta"]) if r["meta"] else {})
+                        for rank, (j, r) in enumerate(zip(order, rows.take(order).to_pylist()), 1)])
         return out
 
     def _default_nprobes(self, idx) -> int:

@@ -469,7 +469,7 @@ def test_small_tables_are_searched_in_memory_with_the_same_hits_as_a_lancedb_que
             [[(h.row, h.recording_id, h.start, h.end, h.transcript, h.meta, h.rank) for h in q] for q in query]
         np.testing.assert_allclose([h.score for q in memory for h in q], [h.score for q in query for h in q],
                                    atol=1e-5)
-    assert lance._snapshot is not None and len(lance._snapshot[2]) == 15  # the in-memory path answered
+    assert [r.num_rows for _, r in lance._copies.values()] == [15]  # the in-memory path answered
     other = LanceSegmentStore.load(tmp_path / "idx")  # a second handle: another reader or writer
     other.search(qs, 3)
     target = unit(np.random.default_rng(6), 1)
@@ -481,3 +481,39 @@ def test_small_tables_are_searched_in_memory_with_the_same_hits_as_a_lancedb_que
     lance.remove("rec0")
     assert all(h.recording_id != "rec0" for q in other.search(qs, 20) for h in q)
     assert len(other.search(qs, 100)[0]) == len(lance) == 4 + 6 + 1
+
+
+def test_selective_filters_are_searched_in_memory_with_the_same_hits_as_a_prefiltered_lancedb_query(lance, monkeypatch):
+    """A filter matching <= FLAT_FILTER_ROWS segments is answered from an in-memory copy of its rows, kept per
+    (version, filter): the same hits and scores as LanceDB's prefiltered exact query, a write seen by the next
+    search, and the copies bounded by MEMORY_COPY_BYTES (the least recently used dropped, answers unchanged)."""
+    from funasr_clsr.retrieval import store as store_mod
+
+    fill(lance)
+    qs = unit(np.random.default_rng(7), 5)
+    filters = ["speaker = 'Ada'", "recording_id IN ('rec1', 'rec2')", "start >= 80", "speaker = 'nobody'"]
+
+    def hits(where, k):
+        return [[(h.row, h.recording_id, h.start, h.transcript, h.meta, h.rank, round(h.score, 5)) for h in q]
+                for q in lance.search(qs, k, where=where)]
+
+    def lancedb(where, k):
+        with monkeypatch.context() as m:
+            m.setattr(store_mod, "FLAT_FILTER_ROWS", -1)  # LanceDB's own prefiltered search
+            return hits(where, k)
+
+    for where in filters:
+        for k in (1, 3, 20):
+            assert hits(where, k) == lancedb(where, k), (where, k)
+    assert {w for _, w in lance._copies} == set(filters)  # each answered from its copy
+    assert hits("speaker = 'nobody'", 3) == [[]] * 5
+    target = unit(np.random.default_rng(8), 1)
+    lance.add("late", "/late.wav", segs(1), target, {"speaker": "Ada"})  # a new version: the copies are stale
+    assert lance.search(target, 1, where="speaker = 'Ada'")[0][0].recording_id == "late"
+    assert len(lance._copies) == 1
+    monkeypatch.setattr(store_mod, "MEMORY_COPY_BYTES", 1)  # room for one copy only
+    for where in filters:
+        assert hits(where, 4) == lancedb(where, 4)
+        assert len(lance._copies) == 1
+    with pytest.raises(FilterError, match="speaker"):
+        lance.search(qs, 3, where="speaker = ")
