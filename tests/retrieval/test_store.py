@@ -485,8 +485,9 @@ def test_small_tables_are_searched_in_memory_with_the_same_hits_as_a_lancedb_que
 
 def test_selective_filters_are_searched_in_memory_with_the_same_hits_as_a_prefiltered_lancedb_query(lance, monkeypatch):
     """A filter matching <= FLAT_FILTER_ROWS segments is answered from an in-memory copy of its rows, kept per
-    (version, filter): the same hits and scores as LanceDB's prefiltered exact query, a write seen by the next
-    search, and the copies bounded by MEMORY_COPY_BYTES (the least recently used dropped, answers unchanged)."""
+    (version, filter) and read in the background after the first search with it (which LanceDB answers): the
+    same hits and scores as LanceDB's prefiltered exact query, a write seen by the next search, and the copies
+    bounded by MEMORY_COPY_BYTES (the least recently used dropped, answers unchanged)."""
     from funasr_clsr.retrieval import store as store_mod
 
     fill(lance)
@@ -502,17 +503,30 @@ def test_selective_filters_are_searched_in_memory_with_the_same_hits_as_a_prefil
             m.setattr(store_mod, "FLAT_FILTER_ROWS", -1)  # LanceDB's own prefiltered search
             return hits(where, k)
 
+    def settle():  # the background reads of the filters' rows
+        for reader in list(lance._copy_readers.values()):
+            reader.join(timeout=60)
+
     for where in filters:
-        for k in (1, 3, 20):
+        first = hits(where, 3)
+        assert (lance.version, where) in lance._copy_readers  # LanceDB answered; the copy is being read
+        settle()
+        assert (lance.version, where) in lance._copies
+        assert first == hits(where, 3) == lancedb(where, 3), where  # from the copy now
+        for k in (1, 20):
             assert hits(where, k) == lancedb(where, k), (where, k)
-    assert {w for _, w in lance._copies} == set(filters)  # each answered from its copy
+    assert {w for _, w in lance._copies} == set(filters)
     assert hits("speaker = 'nobody'", 3) == [[]] * 5
     target = unit(np.random.default_rng(8), 1)
     lance.add("late", "/late.wav", segs(1), target, {"speaker": "Ada"})  # a new version: the copies are stale
     assert lance.search(target, 1, where="speaker = 'Ada'")[0][0].recording_id == "late"
-    assert len(lance._copies) == 1
+    settle()
+    assert lance.search(target, 1, where="speaker = 'Ada'")[0][0].recording_id == "late"
+    assert list(lance._copies) == [(lance.version, "speaker = 'Ada'")]
     monkeypatch.setattr(store_mod, "MEMORY_COPY_BYTES", 1)  # room for one copy only
     for where in filters:
+        hits(where, 4)
+        settle()
         assert hits(where, 4) == lancedb(where, 4)
         assert len(lance._copies) == 1
     with pytest.raises(FilterError, match="speaker"):
