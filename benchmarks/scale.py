@@ -150,6 +150,13 @@ def run_synthetic(dim: int, n: int, kind: str, args, work: Path, progress: bool)
     k = 10
     exact_t, exact_rows = time_queries(store, qs, k, exact=True)
     ann_t, ann_rows = time_queries(store, qs, k)
+    ef_sweep = []  # HNSW's search breadth is a query-time setting: the same build at other values
+    default_ef = store.ef
+    for ef in (args.ef_sweep if kind == "hnsw" else []):
+        store.ef = ef
+        t, rows = time_queries(store, qs, k)
+        ef_sweep.append({"ef": ef, "query_ann_ms": _ms(t), "recall_at_10": round(recall(rows, exact_rows, k), 4)})
+    store.ef = default_ef
     where = "speaker = 'speaker03' AND date >= '2013-01-01'"  # 1/20 speakers x about half the dates
     t0 = time.perf_counter()
     matching = store._table.count_rows(where)  # what the store's plan costs the first query with a new filter
@@ -179,6 +186,7 @@ def run_synthetic(dim: int, n: int, kind: str, args, work: Path, progress: bool)
         "disk_ratio": round(disk / raw, 3), "nprobes": store.nprobes or store._default_nprobes(store.vector_index()),
         "refine_factor": store.refine_factor,
         "query_exact_ms": _ms(exact_t), "query_ann_ms": _ms(ann_t), "recall_at_10": round(recall(ann_rows, exact_rows, k), 4),
+        "ef": default_ef, "ef_sweep": ef_sweep,
         "filter": where, "filter_rows": matching, "filter_count_ms": round(count_ms, 2),
         "filtered_exact_ms": _ms(filt_exact_t), "filtered_ann_ms": _ms(filt_ann_t),
         "filtered_new_filter_ms": _ms(new_filter_t),
@@ -264,6 +272,16 @@ def markdown(report: dict[str, Any]) -> str:
                      f"{r['query_exact_ms']['p99']:.1f} | {r['query_ann_ms']['p50']:.1f} / {r['query_ann_ms']['p99']:.1f} | "
                      f"{r['recall_at_10']:.3f} | {r['filtered_ann_ms']['p50']:.1f} ({r['filtered_ratio']:.2f}) | "
                      f"{r['filtered_exact_ms']['p50']:.1f} | {_new_filter(r)} | {r['delete_s']['median']:.3f} |")
+    sweeps = [(r, e) for r in report["synthetic"] for e in r.get("ef_sweep", [])]
+    if sweeps:
+        lines += ["", "| dim | segments | ef | ANN p50/p99 ms | recall@10 |", "|---|---|---|---|---|"]
+        for r in report["synthetic"]:
+            if r.get("ef_sweep"):
+                lines.append(f"| {r['dim']} | {r['n']:,} | {r['ef']} (default) | {r['query_ann_ms']['p50']:.1f} / "
+                             f"{r['query_ann_ms']['p99']:.1f} | {r['recall_at_10']:.3f} |")
+        for r, e in sweeps:
+            lines.append(f"| {r['dim']} | {r['n']:,} | {e['ef']} | {e['query_ann_ms']['p50']:.1f} / "
+                         f"{e['query_ann_ms']['p99']:.1f} | {e['recall_at_10']:.3f} |")
     real = report.get("real_model")
     if real:
         lines += ["", f"Real model ({real['model']}): {real['recordings']} x {real['minutes_each']:g} min, "
@@ -283,6 +301,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--kinds", default="hnsw,ivf", help="ANN kinds (comma list of hnsw, ivf)")
     p.add_argument("--distribution", choices=("clustered", "uniform"), default="clustered")
     p.add_argument("--queries", type=int, default=200, help="queries timed one at a time")
+    p.add_argument("--ef-sweep", default="", help="HNSW: also time the same build's queries at these ef values "
+                   "(comma list; the store's default is timed anyway)")
     p.add_argument("--per-recording", type=int, default=100, help="segments per synthetic recording (~1 h at 40 s)")
     p.add_argument("--commit-rows", type=int, default=20000, help="rows per add_many commit while building")
     p.add_argument("--deletes", type=int, default=5, help="recordings deleted (timed one by one)")
@@ -307,13 +327,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     try:
         args.sizes = [int(x) for x in str(args.sizes).split(",") if x.strip() and int(x) > 0]
         args.dims = [int(x) for x in str(args.dims).split(",") if x.strip()]
+        args.ef_sweep = [int(x) for x in str(args.ef_sweep).split(",") if x.strip()]
     except ValueError:
-        p.error("--sizes and --dims are comma lists of integers")
+        p.error("--sizes, --dims and --ef-sweep are comma lists of integers")
+    if any(ef < 100 for ef in args.ef_sweep):
+        p.error("--ef-sweep values must be at least 100 (LanceDB needs ef >= top_k 10 x refine_factor 10)")
     args.kinds = [k for k in str(args.kinds).split(",") if k]
     if any(k not in ("ivf", "hnsw") for k in args.kinds):
         p.error("--kinds takes ivf and/or hnsw")
     if args.tiny:
-        args.sizes, args.dims, args.queries = [3000], [32], 20
+        args.sizes, args.dims, args.queries, args.ef_sweep = [3000], [32], 20, args.ef_sweep or [150]
         args.per_recording, args.deletes, args.recordings, args.minutes, args.window = 100, 2, 2, 0.1, 2.0
     if args.queries < 2 or args.per_recording < 1 or args.deletes < 1:
         p.error("--queries >= 2, --per-recording >= 1, --deletes >= 1")
