@@ -417,6 +417,8 @@ def test_ann_index_built_at_the_threshold_with_recall_against_exact(kind, tmp_pa
     approx, exact = store.search(qs, 10), store.search(qs, 10, exact=True)
     recall = np.mean([len({h.row for h in a} & {h.row for h in e}) / 10 for a, e in zip(approx, exact)])
     assert recall >= 0.9, recall
+    # a top_k whose refine candidates (top_k x refine_factor) exceed ef: LanceDB refuses ef < that
+    assert [len(q) for q in store.search(qs[:2], 30)] == [30, 30]
     full = np.concatenate(data)  # exact really is exact
     full /= np.linalg.norm(full, axis=1, keepdims=True)
     qn = qs / np.linalg.norm(qs, axis=1, keepdims=True)
