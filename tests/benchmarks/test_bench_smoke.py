@@ -86,6 +86,13 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
 # --------------------------------------------------------------------------- scripts end to end
 
 
+def _same_ratio(value: float, slow: dict, fast: dict) -> bool:
+    """``value`` (from unrounded medians) against the ratio of the saved medians, which are rounded to 4
+    decimals: on a fast CPU a tiny model's few-ms medians move by more than 1 % in that rounding."""
+    ratio = slow["median_s"] / fast["median_s"]
+    return value == pytest.approx(ratio, rel=1e-2 + 0.5e-4 / slow["median_s"] + 0.5e-4 / fast["median_s"], abs=1e-3)
+
+
 def test_speed_tiny_end_to_end(tmp_path, monkeypatch):
     sp = _load("speed")
     out = tmp_path / "speed.json"
@@ -99,7 +106,9 @@ def test_speed_tiny_end_to_end(tmp_path, monkeypatch):
     timings = saved["timings"]
     assert set(timings) == {f"{s}@b{b}" for s in sp.ALL_SYSTEMS for b in (1, 2)}
     for key, t in timings.items():
-        assert t["median_s"] > 0 and t["rtf"] == pytest.approx(t["median_s"] / t["audio_s"], rel=1e-2), key
+        # both are rounded (4 and 5 decimals): on a fast CPU a tiny model's median_s's rounding alone is > 1 %
+        assert t["median_s"] > 0 and t["rtf"] == pytest.approx(t["median_s"] / t["audio_s"], rel=1e-2,
+                                                               abs=0.5e-4 / t["audio_s"] + 0.5e-5), key
         if t["system"] in sp.CASCADES:
             assert t["forced_length_ok"], (key, t["decoded_tokens"])  # every cascade decoded exactly --tokens
     # the CIF forcing reaches the decoder: it processes exactly --tokens tokens per utterance
@@ -111,8 +120,7 @@ def test_speed_tiny_end_to_end(tmp_path, monkeypatch):
         for fast, slow in (("wclsr", "fw_base_fp32"), ("wclsr_int8", "fw_base_int8")):
             name = f"speedup_{fast}_vs_{slow}_b{b}"
             tgt = saved["targets"][name]
-            assert tgt["value"] == pytest.approx(timings[f"{slow}@b{b}"]["median_s"] / timings[f"{fast}@b{b}"]["median_s"],
-                                                 rel=1e-2) and tgt["target"] == 2.0, name
+            assert _same_ratio(tgt["value"], timings[f"{slow}@b{b}"], timings[f"{fast}@b{b}"]) and tgt["target"] == 2.0, name
     assert saved["targets"]["rtf_wclsr_int8"]["target"] == 0.03 and saved["targets"]["rtf_wclsr_fp32"]["target"] == 0.05
     for key in ("fw_base_fp32@b1", "fw_base_int8@b2"):
         fw = saved["profile_fw"][key]
@@ -122,7 +130,7 @@ def test_speed_tiny_end_to_end(tmp_path, monkeypatch):
     assert set(saved["profile_clsr"]) >= {"wclsr@b1", "wclsr_int8@b2"}
     # ratios are computed from this run's medians
     sv = saved["targets"]["speedup_vs_whisper_hf_b1_fp32"]
-    assert sv["value"] == pytest.approx(timings["whisper_hf@b1"]["median_s"] / timings["clsr@b1"]["median_s"], rel=1e-2)
+    assert _same_ratio(sv["value"], timings["whisper_hf@b1"], timings["clsr@b1"])
     prof = saved["profile_clsr"]["clsr@b2"]
     stages = ("fbank", "encoder", "cif", "decoder", "vq_and_text_encoder", "other")
     assert sum(prof[k] for k in stages) == pytest.approx(prof["total"], abs=2e-3)
@@ -132,7 +140,7 @@ def test_speed_tiny_end_to_end(tmp_path, monkeypatch):
     assert -1.0 <= cos["min"] <= cos["mean"] <= 1.0 + 1e-6 and cos["n"] == 2
     assert "| clsr | 1 |" in md.read_text()
     st = saved["targets"]["speedup_vs_stock_funasr_clsr_b1"]
-    assert st["value"] == pytest.approx(timings["clsr_stock@b1"]["median_s"] / timings["clsr@b1"]["median_s"], rel=1e-2)
+    assert _same_ratio(st["value"], timings["clsr_stock@b1"], timings["clsr@b1"])
 
 
 def test_stock_copy_runs_funasr_code_on_the_same_weights(tiny_te_dir):
