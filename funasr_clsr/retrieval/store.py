@@ -506,7 +506,7 @@ class LanceSegmentStore(SegmentStore):
         self._lock_depth = 0
         self._lock_owner: int | None = None  # thread holding the lock through this object
         self._warned_topk = False
-        # (version, where or None) -> (vectors, hit columns): see _memory_copy
+        # (version, where or None) -> (vectors, hit columns): see _read_copy
         self._copies: OrderedDict[tuple[int, str | None], tuple[np.ndarray, Any]] = OrderedDict()
         self._copies_lock = threading.Lock()
         self._copy_readers: dict[tuple[int, str], threading.Thread] = {}  # filters' copies being read
@@ -1056,8 +1056,8 @@ class LanceSegmentStore(SegmentStore):
         copy = self._cached_copy(key)
         if copy is None:
             with self._copies_lock:
-                for k in [k for k, t in self._copy_readers.items() if not t.is_alive()]:
-                    del self._copy_readers[k]
+                for done in [key for key, reader in self._copy_readers.items() if not reader.is_alive()]:
+                    del self._copy_readers[done]
                 if key not in self._copy_readers:
                     reader = threading.Thread(target=self._read_copy_quietly, args=key, daemon=True,
                                               name="clsr-filter-copy")
