@@ -19,6 +19,25 @@ def no_secret_in_any_file_of_the_run(tmp_path_factory):
     assert not leaks, "secrets written to files: " + "; ".join(leaks[:10])
 
 
+@pytest.fixture(autouse=True)
+def logging_state_is_restored():
+    """A benchmark's main() run in-process quiets loggers (``funasr_clsr`` to ERROR, say); without
+    this, a later test of the same worker that checks a warning through caplog sees nothing."""
+    import logging
+
+    manager = logging.root.manager
+    saved = {name: (lg.level, lg.disabled, lg.propagate) for name, lg in manager.loggerDict.items()
+             if isinstance(lg, logging.Logger)}
+    root_level, disabled_below = logging.root.level, manager.disable
+    yield
+    for name, lg in manager.loggerDict.items():
+        if isinstance(lg, logging.Logger):  # a logger made during the test gets the defaults back
+            lg.level, lg.disabled, lg.propagate = saved.get(name, (logging.NOTSET, False, True))
+    logging.root.setLevel(root_level)
+    logging.disable(disabled_below)
+    manager._clear_cache()  # levels are cached per logger since Python 3.7
+
+
 @pytest.fixture(scope="session")
 def tiny_te_dir() -> Path:
     return TINY_TE
