@@ -2,6 +2,7 @@
 
     python -m funasr_clsr.bin.evaluate --mode embed --model DIR --jsonl test.jsonl \
         --results results.json --system clsr [--question-kind text|speech]
+    python -m funasr_clsr.bin.evaluate --mode embed --model DIR --backend onnx --quantize all ...  # exported
     python -m funasr_clsr.bin.evaluate --mode clean_text --text-encoder DIR ...       # upper bound
     python -m funasr_clsr.bin.evaluate --mode cascade --asr-model DIR --text-encoder DIR ...
     python -m funasr_clsr.bin.evaluate --mode cascade --asr whisper --text-encoder DIR ...
@@ -47,11 +48,20 @@ def read_pairs(path: str, question_kind: str) -> list[dict]:
     return pairs
 
 
-def load_model(model_dir: str):
-    from funasr_clsr.retrieval.pipeline import load_model as load_model_dir
-
+def load_model(model_dir: str, backend: str = "torch", quantize: str = "none"):
+    """The model of a directory on torch, or its exported ONNX graphs on onnxruntime
+    (``quantize``: "none", "all" or "text", as ``funasr-clsr index --backend onnx``)."""
     if not (Path(model_dir) / "config.yaml").is_file():
         raise SystemExit(f"{model_dir}: not a model directory (no config.yaml)")
+    if backend == "onnx":
+        from funasr_clsr.onnx_runtime import OnnxCLSR
+
+        try:
+            return OnnxCLSR(model_dir, quantize=quantize)
+        except (FileNotFoundError, ValueError) as err:
+            raise SystemExit(str(err)) from None
+    from funasr_clsr.retrieval.pipeline import load_model as load_model_dir
+
     return load_model_dir(model_dir)[0]
 
 
@@ -72,21 +82,25 @@ def encode_in_batches(fn, items, batch_size: int, desc: str):
     return outs
 
 
+def as_numpy(vectors) -> np.ndarray:
+    """torch's tensors and onnxruntime's arrays alike."""
+    return vectors.detach().cpu().numpy() if hasattr(vectors, "detach") else np.asarray(vectors)
+
+
 def speech_embed(model, wavs, batch_size, want_text: bool):
     """Embeddings (and transcripts) for wavs, batched by length to limit padding."""
-    import torch
-
     order = sorted(range(len(wavs)), key=lambda i: -Path(wavs[i]).stat().st_size)
     sorted_wavs = [wavs[i] for i in order]
     if want_text:
         outs = encode_in_batches(lambda b: model.encode_speech(b, return_text=True), sorted_wavs, batch_size, "speech")
-        vecs = torch.cat([o[0] for o in outs])
+        vecs = np.concatenate([as_numpy(o[0]) for o in outs])
         texts = [t for o in outs for t in o[1]]
     else:
-        vecs = torch.cat(encode_in_batches(model.encode_speech, sorted_wavs, batch_size, "speech"))
+        vecs = np.concatenate([as_numpy(v) for v in encode_in_batches(model.encode_speech, sorted_wavs,
+                                                                       batch_size, "speech")])
         texts = None
     inv = np.argsort(order)
-    vecs = vecs.cpu().numpy()[inv]
+    vecs = vecs[inv]
     return vecs, ([texts[i] for i in inv] if texts is not None else None)
 
 
@@ -138,11 +152,11 @@ def evaluate(args) -> dict:
     hyps = None
     t0 = time.perf_counter()
     if args.mode == "embed":
-        model = load_model(args.model)
+        model = load_model(args.model, args.backend, args.quantize)
         can_asr = hasattr(model, "transcribe")
         c_vec, hyps = speech_embed(model, wavs, args.batch_size, want_text=can_asr)
         if questions is not None:
-            q_vec = np.concatenate([v.cpu().numpy() for v in encode_in_batches(
+            q_vec = np.concatenate([as_numpy(v) for v in encode_in_batches(
                 model.encode_text, questions, 64, "questions")])
         else:
             q_vec, _ = speech_embed(model, [p["question_source"] for p in pairs], args.batch_size, False)
@@ -179,6 +193,8 @@ def evaluate(args) -> dict:
     if args.seen_voices:
         row["by_voice"] = voice_groups(pairs, sim, refs, hyps if args.mode != "clean_text" else None,
                                        set(args.seen_voices.split()), set(map(int, (args.seen_rates or "").split())))
+    if args.mode == "embed" and args.backend == "onnx":
+        row["backend"] = f"onnx (int8: {args.quantize})"
     if hyps is not None and args.mode != "clean_text":
         row["wer"] = float(word_error_rate(refs, hyps)["wer"])
         if args.transcripts_out:
@@ -217,6 +233,10 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mode", choices=["embed", "clean_text", "cascade", "bm25"], default="embed")
     ap.add_argument("--model", help="model directory (embed mode)")
+    ap.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                    help="embed mode: the model on torch, or its exported ONNX graphs on onnxruntime")
+    ap.add_argument("--quantize", choices=["none", "all", "text"], default="none",
+                    help="with --backend onnx: int8 graphs for both branches (all) or the text encoder only")
     ap.add_argument("--asr-model", help="ASR model directory (a CLSR speech branch) for cascade/bm25")
     ap.add_argument("--asr", choices=["whisper"], help="use Whisper-base (faster-whisper, offline) as the ASR")
     ap.add_argument("--transcripts", help="jsonl {key, text} of precomputed transcripts")
@@ -239,6 +259,10 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     if args.mode == "embed" and not args.model:
         ap.error("--mode embed needs --model DIR")
+    if args.mode != "embed" and (args.backend != "torch" or args.quantize != "none"):
+        ap.error("--backend and --quantize apply to --mode embed")
+    if args.backend == "torch" and args.quantize != "none":
+        ap.error("--quantize needs --backend onnx")
     from funasr_clsr.evaluation import merge_system
 
     row = evaluate(args)

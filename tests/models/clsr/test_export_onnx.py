@@ -237,6 +237,31 @@ def test_index_and_query_with_the_onnx_backend(sanm_dir, pair_dir, tmp_path, cap
             np.testing.assert_allclose([a["score"] for a in answers], [e[0]["score"] for e in expected], atol=0.02)
 
 
+def test_evaluate_scores_the_exported_graphs(sanm_dir, pair_dir, tmp_path, capsys):
+    """python -m funasr_clsr.bin.evaluate --backend onnx: fp32 gives torch's retrieval row."""
+    from funasr_clsr.bin import evaluate
+
+    out, _ = sanm_dir
+    common = ["--mode", "embed", "--model", str(out), "--jsonl", str(pair_dir / "text_q.jsonl"),
+              "--results", str(tmp_path / "r.json")]
+    rows = {}
+    for system, extra in (("torch", []), ("onnx", ["--backend", "onnx"]),
+                          ("onnx_int8", ["--backend", "onnx", "--quantize", "all"])):
+        evaluate.main([*common, "--system", system, *extra])
+        rows[system] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert rows["onnx"]["q2c"] == pytest.approx(rows["torch"]["q2c"], abs=1e-6)
+    assert rows["onnx"]["wer"] == rows["torch"]["wer"] and rows["onnx"]["backend"] == "onnx (int8: none)"
+    assert rows["onnx_int8"]["backend"] == "onnx (int8: all)" and "backend" not in rows["torch"]
+    assert set(json.loads((tmp_path / "r.json").read_text())["systems"]) == {"torch", "onnx", "onnx_int8"}
+    unexported = tmp_path / "unexported"
+    unexported.mkdir()
+    (unexported / "config.yaml").write_text((out / "config.yaml").read_text())
+    with pytest.raises(SystemExit, match="export it first"):
+        evaluate.main([*common[:3], str(unexported), *common[4:], "--system", "x", "--backend", "onnx"])
+    with pytest.raises(SystemExit):
+        evaluate.main([*common, "--system", "x", "--quantize", "all"])  # int8 needs the ONNX backend
+
+
 def test_bad_exports_and_stale_or_foreign_onnx_files_are_one_line_errors(sanm_dir, tmp_path, capsys):
     import shutil
 
