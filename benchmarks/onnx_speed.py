@@ -168,6 +168,58 @@ def token_agreement(a: list[str], b: list[str]) -> float:
     return same / total if total else 1.0
 
 
+def _shares(by_op: dict[str, float], top: int) -> dict:
+    total = sum(by_op.values())
+    ranked = sorted(by_op.items(), key=lambda kv: -kv[1])[:top]
+    return {"total_ms": round(total, 1),
+            "by_op": [[op, round(ms, 1), round(ms / total, 3) if total else 0.0] for op, ms in ranked]}
+
+
+def onnx_op_profile(onnx_model, clips: list[np.ndarray], work: Path, top: int = 12) -> dict:
+    """Milliseconds by ONNX op type for one batch of the speech graph (onnxruntime's own profiler:
+    the same file and session options as ``onnx_model``, profiling on; the second of two runs)."""
+    import json
+
+    import onnxruntime as ort
+
+    from funasr_clsr.models.dual_encoder import load_speech_features
+    from funasr_clsr.models.clsr.export_meta import exported_paths
+
+    src = onnx_model.speech_session
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = src.get_session_options().intra_op_num_threads
+    opts.inter_op_num_threads = 1
+    opts.enable_profiling = True
+    opts.profile_file_prefix = str(work / f"ort_profile_{onnx_model.quantize}")
+    path = exported_paths(Path(onnx_model.model_dir), onnx_model.quantize)[0]  # the speech graph it opened
+    sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    feats, lengths, _ = load_speech_features(onnx_model.frontend, list(clips), None)
+    feed = {"speech": feats.numpy().astype(np.float32), "speech_lengths": lengths.numpy().astype(np.int32)}
+    for _ in range(2):
+        sess.run(None, feed)
+    events = json.loads(Path(sess.end_profiling()).read_text())
+    runs = [e for e in events if e.get("name") == "model_run"]
+    start = runs[-1]["ts"]
+    by_op: dict[str, float] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time") and e["ts"] >= start:
+            op = e.get("args", {}).get("op_name", "?")
+            by_op[op] = by_op.get(op, 0.0) + e["dur"] / 1000.0
+    return {**_shares(by_op, top), "run_ms": round(runs[-1]["dur"] / 1000.0, 1)}
+
+
+def torch_op_profile(torch_model, clips: list[np.ndarray], top: int = 12) -> dict:
+    """Milliseconds by aten op (self CPU time) for the same batch on torch (second of two runs)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    torch_model.encode_speech(list(clips), batch_size=len(clips))
+    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof:
+        torch_model.encode_speech(list(clips), batch_size=len(clips))
+    by_op = {e.key: e.self_cpu_time_total / 1000.0 for e in prof.key_averages()}
+    return _shares(by_op, top)
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -181,6 +233,9 @@ def markdown_table(report: dict) -> str:
     rows += ["", "| questions (text encoder) | s (median) | speed-up | cosine min |", "|---|---|---|---|"]
     for name, r in report["questions"].items():
         rows.append(f"| {name} | {r['median_s']:.4f} | {r['speedup_vs_torch_fp32']:.2f} | {r['cosine_min']:.5f} |")
+    for name, prof in (report.get("op_profile") or {}).items():
+        rows += ["", f"| {name}: op (one batch, {prof['total_ms']:.0f} ms in ops) | ms | share |", "|---|---|---|"]
+        rows += [f"| {op} | {ms:.1f} | {share:.1%} |" for op, ms, share in prof["by_op"]]
     rows += ["", "| target | value | goal | met |", "|---|---|---|---|"]
     for name, t in report["targets"].items():
         rows.append(f"| {name} | {t['value']:.4g} | >= {t['goal']} | {'yes' if t['met'] else 'no'} |")
@@ -205,6 +260,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, help="write the results here")
     p.add_argument("--markdown", type=Path, help="write the tables here (also printed)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--profile-ops", action="store_true",
+                   help="also time one batch by op type: onnxruntime's profiler and torch.profiler")
     args = p.parse_args(argv)
     for name in ("threads", "batch", "repeats"):
         if getattr(args, name) < 1:
@@ -274,6 +331,11 @@ def _run(args, work: Path, report: dict) -> dict:
                                             "met": speedup >= TARGETS["speedup_onnx_int8_vs_torch_fp32"]},
         "cosine_onnx_int8_min": {"value": cos_min, "goal": TARGETS["cosine_onnx_int8_min"],
                                  "met": cos_min >= TARGETS["cosine_onnx_int8_min"]}}
+    if args.profile_ops:  # after the timed runs: profiling slows what it watches
+        batch = clips[:args.batch]
+        report["op_profile"] = {"torch_fp32": torch_op_profile(torch_model, batch),
+                                "onnx_fp32": onnx_op_profile(models["onnx_fp32"], batch, work),
+                                "onnx_int8": onnx_op_profile(models["onnx_int8"], batch, work)}
     report["machine"]["load_average_at_end"] = os.getloadavg()
     report["peak_rss_mb"] = bc.peak_rss_mb()
     bc.publish(report, markdown_table(report), args.markdown, args.json)

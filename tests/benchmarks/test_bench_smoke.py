@@ -320,3 +320,19 @@ def test_sensitivity_dynamic_plans_use_funasr_quantize_dynamic_even_with_the_exp
         ops[plan] = {n.op_type for n in onnx.load(str(out)).graph.node}
     assert "MatMulNBits" not in ops["funasr"] and "MatMulInteger" in ops["funasr"]
     assert "MatMulNBits" in ops["blockwise_b128"]
+
+
+def test_onnx_attention_layer_three_ways_agree(tmp_path):
+    """benchmarks/onnx_attention.py at toy size: every variant gives torch's attention on the valid rows."""
+    out = tmp_path / "attention.json"
+    report = _load("onnx_attention").main(["--windows", "4", "--frames", "24", "--short-frames", "10", "--heads", "2",
+                                           "--head-dim", "8", "--repeats", "1", "--json", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(report))
+    assert report["shape"]["padded_windows"] == 2
+    assert set(report["systems"]) == {"torch_sdpa", "onnx_decomposed", "onnx_mha", "onnx_mha_unpadded",
+                                      "torch_sdpa_unpadded"}
+    for name in ("onnx_decomposed", "onnx_mha"):
+        assert report["systems"][name]["max_abs_diff_vs_torch"] < 1e-5, name
+    assert all(r["median_ms"] > 0 for r in report["systems"].values())
+    with pytest.raises(SystemExit):
+        _load("onnx_attention").main(["--short-frames", "2000"])  # longer than the window

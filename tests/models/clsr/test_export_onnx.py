@@ -262,6 +262,32 @@ def test_evaluate_scores_the_exported_graphs(sanm_dir, pair_dir, tmp_path, capsy
         evaluate.main([*common, "--system", "x", "--quantize", "all"])  # int8 needs the ONNX backend
 
 
+def test_op_profiles_of_benchmarks_onnx_speed(sanm_dir, pair_dir, tmp_path):
+    """onnx_speed.py --profile-ops: milliseconds by op type from onnxruntime's and torch's profilers."""
+    import importlib.util
+
+    from clsr_testing import REPO
+    from funasr_clsr.onnx_runtime import OnnxCLSR
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        spec = importlib.util.spec_from_file_location("bench_onnx_speed", REPO / "benchmarks" / "onnx_speed.py")
+        bench = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(bench)
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    out, model = sanm_dir
+    clips = [sf.read(pair_dir / f"ctx{i}.wav", dtype="float32")[0] for i in range(3)]
+    for quantize in (False, True):
+        prof = bench.onnx_op_profile(OnnxCLSR(out, quantize=quantize), clips, tmp_path)
+        ops = [op for op, _, _ in prof["by_op"]]
+        assert "MatMul" in ops or "MatMulNBits" in ops or "MatMulInteger" in ops, ops
+        assert prof["total_ms"] > 0 and prof["run_ms"] > 0
+        assert sum(share for _, _, share in prof["by_op"]) <= 1.0 + 1e-3
+    prof = bench.torch_op_profile(model, clips)
+    assert prof["total_ms"] > 0 and any(op.startswith("aten::") for op, _, _ in prof["by_op"])
+
+
 def test_bad_exports_and_stale_or_foreign_onnx_files_are_one_line_errors(sanm_dir, tmp_path, capsys):
     import shutil
 
