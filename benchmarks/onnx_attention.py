@@ -2,9 +2,10 @@
 
     python benchmarks/onnx_attention.py --json benchmarks/results/onnx_attention.json
 
-The exported speech graph computes Whisper's self-attention as the TorchScript exporter writes
-torch's ``scaled_dot_product_attention``: MatMul, scale, Add(padding mask), Softmax, MatMul, each
-step writing the whole (windows, heads, T, T) score tensor. torch runs one fused kernel.
+Until 2026-12-07 the exported speech graph computed Whisper's self-attention as the TorchScript
+exporter writes torch's ``scaled_dot_product_attention``: MatMul, scale, Add(padding mask), Softmax,
+MatMul, each step writing the whole (windows, heads, T, T) score tensor; torch runs one fused kernel.
+The export now emits the fused ``onnx_mha`` below (``export_meta._MultiHeadAttention``).
 ``benchmarks/onnx_speed.py --profile-ops`` shows where that costs time in the real graph; this
 script times the layer alone, with the shapes of one indexing batch (8 x 40 s windows = 16
 encoder windows of 1,500 frames: 8 full 30 s ones, 8 of the 10 s remainder padded), for:

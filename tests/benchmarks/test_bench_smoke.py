@@ -333,6 +333,6 @@ def test_onnx_attention_layer_three_ways_agree(tmp_path):
                                       "torch_sdpa_unpadded"}
     for name in ("onnx_decomposed", "onnx_mha"):
         assert report["systems"][name]["max_abs_diff_vs_torch"] < 1e-5, name
-    assert all(r["median_ms"] > 0 for r in report["systems"].values())
+    assert all(len(r["runs_ms"]) == 1 and r["median_ms"] >= 0 for r in report["systems"].values())  # toy: ~0 ms
     with pytest.raises(SystemExit):
         _load("onnx_attention").main(["--short-frames", "2000"])  # longer than the window

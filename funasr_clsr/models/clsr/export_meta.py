@@ -50,6 +50,49 @@ class ExportError(ValueError):
 # --------------------------------------------------------------------------- Whisper encoder
 
 
+class _MultiHeadAttention(torch.autograd.Function):
+    """softmax(QK^T / sqrt(d)) V over projected (B, T, H*d) inputs, written to ONNX as onnxruntime's
+    fused ``com.microsoft.MultiHeadAttention``. The exporter would otherwise write the scores, mask,
+    softmax and product step by step over the whole (B, H, T, T) tensor: on a 40 s batch that took
+    twice torch's fused kernel (docs/benchmarks.md, "Why onnxruntime trails torch")."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, key_padding, num_heads: int):
+        b, t, e = q.shape
+        heads = [x.reshape(b, -1, num_heads, e // num_heads).transpose(1, 2) for x in (q, k, v)]
+        mask = None
+        if key_padding is not None:  # additive, as Whisper's own attention: an empty window gets no NaN
+            mask = torch.zeros(key_padding.shape, dtype=q.dtype).masked_fill(key_padding == 0,
+                                                                             torch.finfo(q.dtype).min)
+            mask = mask[:, None, None, :]
+        out = F.scaled_dot_product_attention(*heads, attn_mask=mask)
+        return out.transpose(1, 2).reshape(b, t, e)
+
+    @staticmethod
+    def symbolic(g, q, k, v, key_padding, num_heads: int):
+        if key_padding is None:
+            return g.op("com.microsoft::MultiHeadAttention", q, k, v, num_heads_i=num_heads)
+        no_bias = g.op("prim::Constant")
+        no_bias.setType(torch._C.OptionalType.ofTensor())
+        return g.op("com.microsoft::MultiHeadAttention", q, k, v, no_bias, key_padding, num_heads_i=num_heads)
+
+
+class _FusedWhisperSelfAttention(nn.Module):
+    """Stands in for a Whisper encoder layer's ``self_attn`` in the export copy (same projections).
+    Its ``attention_mask`` is the (windows, T) int32 key padding mask (1 = a frame of the window) or
+    None: the export module passes that through the unchanged ``WhisperEncoderLayer``."""
+
+    def __init__(self, attn):
+        super().__init__()
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = attn.q_proj, attn.k_proj, attn.v_proj, attn.out_proj
+        self.num_heads = int(attn.num_heads)
+
+    def forward(self, hidden_states, attention_mask=None, layer_head_mask=None, output_attentions=False, **_):
+        x = hidden_states
+        ctx = _MultiHeadAttention.apply(self.q_proj(x), self.k_proj(x), self.v_proj(x), attention_mask, self.num_heads)
+        return self.out_proj(ctx), None
+
+
 @tables.register("encoder_classes", "WhisperAudioEncoderExport")
 class WhisperAudioEncoderExport(nn.Module):
     """:class:`~funasr_clsr.models.whisper_encoder.WhisperAudioEncoder` as one traceable graph.
@@ -63,7 +106,9 @@ class WhisperAudioEncoderExport(nn.Module):
 
     def __init__(self, model, onnx: bool = True, **kwargs):
         super().__init__()
-        self.whisper = model.whisper
+        self.whisper = model.whisper  # the export's copy: its attention can be swapped in place
+        for layer in self.whisper.layers:
+            layer.self_attn = _FusedWhisperSelfAttention(layer.self_attn)
         self.window_frames = int(model.window_frames)
         self.positions = int(model.positions)
         self.output_stride = int(model.output_stride)
@@ -105,9 +150,7 @@ class WhisperAudioEncoderExport(nn.Module):
         win_out = h.size(1)
         h = h + w.embed_positions.weight[:win_out]
         if not self.padded:
-            keep = torch.arange(win_out)[None, :] < self.out_length(win_lens)[:, None]
-            mask = torch.zeros(keep.shape, dtype=h.dtype).masked_fill(~keep, torch.finfo(h.dtype).min)
-            mask = mask[:, None, None, :]
+            mask = (torch.arange(win_out)[None, :] < self.out_length(win_lens)[:, None]).to(torch.int32)
         for layer in w.layers:
             h = layer(h, attention_mask=mask, layer_head_mask=None)[0]
         h = w.layer_norm(h)

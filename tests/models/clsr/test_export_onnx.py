@@ -237,6 +237,19 @@ def test_index_and_query_with_the_onnx_backend(sanm_dir, pair_dir, tmp_path, cap
             np.testing.assert_allclose([a["score"] for a in answers], [e[0]["score"] for e in expected], atol=0.02)
 
 
+def test_whisper_attention_is_exported_as_the_fused_op(whisper_dir):
+    """Each Whisper layer's attention is one com.microsoft.MultiHeadAttention with the key padding mask,
+    in the fp32 and the int8 graph (the step-by-step scores cost twice torch's time)."""
+    import onnx
+
+    out, _ = whisper_dir
+    for name in ("model.onnx", "model_quant.onnx"):
+        graph = onnx.load(str(out / name), load_external_data=False).graph
+        fused = [n for n in graph.node if n.op_type == "MultiHeadAttention"]
+        assert len(fused) == TINY_WHISPER["encoder_layers"], name
+        assert all(n.domain == "com.microsoft" and len(n.input) == 5 and n.input[3] == "" for n in fused), name
+
+
 def test_evaluate_scores_the_exported_graphs(sanm_dir, pair_dir, tmp_path, capsys):
     """python -m funasr_clsr.bin.evaluate --backend onnx: fp32 gives torch's retrieval row."""
     from funasr_clsr.bin import evaluate
