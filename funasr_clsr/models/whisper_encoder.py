@@ -314,13 +314,20 @@ class WhisperAudioEncoder(nn.Module):
             if out[i] is None and p.size(0) == 0:
                 out[i] = p.new_zeros(0, self.output_size())
         todo = [i for i, o in enumerate(out) if o is None]
-        if todo:
-            batch = nn.utils.rnn.pad_sequence([pieces[i] for i in todo], batch_first=True)
-            todo_lens = lens[todo]
+        # Full windows and the rest go through the encoder apart: a recording's 40 s windows are a
+        # full 30 s window and a 10 s remainder each, and padding the remainders to 30 s cost a third
+        # more frames and a padding mask on every full window (docs/benchmarks.md, "Window groups").
+        full = [i for i in todo if pieces[i].size(0) == self.window_frames]
+        rest = [i for i in todo if pieces[i].size(0) != self.window_frames]
+        for group in (full, rest):
+            if not group:
+                continue
+            batch = nn.utils.rnn.pad_sequence([pieces[i] for i in group], batch_first=True)
+            group_lens = lens[group]
             with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
-                h = self._bottom(batch, todo_lens)
-            n_out = self.out_length(todo_lens)
-            for j, i in enumerate(todo):
+                h = self._bottom(batch, group_lens)
+            n_out = self.out_length(group_lens)
+            for j, i in enumerate(group):
                 out[i] = h[j, : int(n_out[j])]
                 if cache is not None:
                     cache.put(keys[i], out[i])

@@ -151,3 +151,20 @@ def test_output_stride_averages_runs_of_frames():
     assert hlens.tolist() == [(int(v) + 1) // 2 for v in flens]  # 45 -> 23, 19 -> 10
     torch.testing.assert_close(half[0, 0], full[0, :2].mean(0))
     torch.testing.assert_close(half[1, int(hlens[1]) - 1], full[1, int(flens[1]) - 1])  # a last run of one
+
+
+def test_full_windows_and_remainders_are_encoded_apart_with_the_same_outputs(monkeypatch):
+    """A batch of 2.5-window items: full windows in one encoder call, remainders in another, no padding."""
+    enc = tiny()
+    x, n = feats([250, 250, 180])
+    calls = []
+    bottom = enc._bottom
+    monkeypatch.setattr(enc, "_bottom", lambda b, lens: calls.append((b.size(0), b.size(1))) or bottom(b, lens))
+    with torch.no_grad():
+        out, olens, _ = enc(x, n)
+    assert calls == [(5, 100), (3, 80)]  # 5 full windows; the remainders (50, 50, 80 frames) padded to 80
+    monkeypatch.undo()
+    with torch.no_grad():
+        for i in range(3):
+            alone, alone_len, _ = enc(x[i: i + 1, : n[i]], n[i: i + 1])
+            torch.testing.assert_close(out[i, : olens[i]], alone[0], atol=1e-5, rtol=1e-4)
