@@ -120,7 +120,6 @@ class WhisperAudioEncoderExport(nn.Module):
         return torch.div(frames - 1, 2, rounding_mode="floor") + 1
 
     def forward(self, speech: torch.Tensor, speech_lengths: torch.Tensor):
-        w = self.whisper
         lengths = speech_lengths.to(torch.int64)
         batch, feat_dim = speech.size(0), speech.size(2)
         total = torch._shape_as_tensor(speech)[1]
@@ -132,29 +131,19 @@ class WhisperAudioEncoderExport(nn.Module):
         frame_idx = (starts[:, None] + torch.arange(width)[None, :]).reshape(-1)
         x = speech.index_select(1, torch.minimum(frame_idx, total - 1)).reshape(batch * n_win, width, feat_dim)
         win_lens = torch.minimum((lengths[:, None] - starts[None, :]).clamp(min=0), width).reshape(-1)
-        valid = torch.arange(width)[None, :] < win_lens[:, None]
-        mask = None
         if self.padded:  # Whisper's own input: the window padded to 30 s with its smallest feature value
+            valid = torch.arange(width)[None, :] < win_lens[:, None]
             full = 2 * self.positions
             pos = torch.arange(full)
             floor = x.masked_fill(~valid[:, :, None], float("inf")).amin(dim=(1, 2))
             floor = torch.where(torch.isfinite(floor), floor, torch.full_like(floor, -1.5))
             x = x.index_select(1, torch.minimum(pos, width - 1))
             x = torch.where((pos[None, :] < win_lens[:, None])[:, :, None], x, floor[:, None, None])
-            h = F.gelu(w.conv1(x.transpose(1, 2)))
+            h = self._encode_group(x, None)
+            win_out = h.size(1)
         else:
-            x = torch.where(valid[:, :, None], x, torch.zeros_like(x))
-            h = F.gelu(w.conv1(x.transpose(1, 2)))
-            h = h * valid[:, None, :].to(h.dtype)  # conv2 sees zeros past each window's end
-        h = F.gelu(w.conv2(h)).transpose(1, 2)
-        win_out = h.size(1)
-        h = h + w.embed_positions.weight[:win_out]
-        if not self.padded:
-            mask = (torch.arange(win_out)[None, :] < self.out_length(win_lens)[:, None]).to(torch.int32)
-        for layer in w.layers:
-            h = layer(h, attention_mask=mask, layer_head_mask=None)[0]
-        h = w.layer_norm(h)
-        hidden_size = h.size(2)
+            h, win_out = self._windows_in_groups(x, win_lens, width)
+        hidden_size = h.size(-1)
         h = h.reshape(batch, n_win * win_out, hidden_size)
         # join each item's windows: window k's outputs start at k * win_out, full windows give per_full
         per_full = (wf - 1) // 2 + 1
@@ -174,6 +163,48 @@ class WhisperAudioEncoderExport(nn.Module):
             h = torch.where(v, g, torch.zeros_like(g)).sum(2) / counts
             out_lens = torch.div(out_lens + k - 1, k, rounding_mode="floor")
         return h, out_lens.to(torch.int32)
+
+    def _encode_group(self, x: torch.Tensor, lens: torch.Tensor | None) -> torch.Tensor:
+        """Conv stem, positions, the layers and the final norm for windows (W, T, D) -> (W, T', H);
+        ``lens`` None: every window is whole (no zeroing, no attention mask)."""
+        w = self.whisper
+        valid = None
+        if lens is not None:
+            valid = torch.arange(x.size(1))[None, :] < lens[:, None]
+            x = torch.where(valid[:, :, None], x, torch.zeros_like(x))
+        h = F.gelu(w.conv1(x.transpose(1, 2)))
+        if valid is not None:
+            h = h * valid[:, None, :].to(h.dtype)  # conv2 sees zeros past each window's end
+        h = F.gelu(w.conv2(h)).transpose(1, 2)
+        h = h + w.embed_positions.weight[: h.size(1)]
+        mask = None
+        if lens is not None:
+            mask = (torch.arange(h.size(1))[None, :] < self.out_length(lens)[:, None]).to(torch.int32)
+        for layer in w.layers:
+            h = layer(h, attention_mask=mask, layer_head_mask=None)[0]
+        return w.layer_norm(h)
+
+    def _windows_in_groups(self, x: torch.Tensor, win_lens: torch.Tensor, width: torch.Tensor):
+        """Whole windows (no mask) and the rest (cut to the longest of them, masked) through the encoder
+        apart, as ``WhisperAudioEncoder._encode_windows`` does: (windows * win_out, H) rows in window
+        order, and win_out. The longest item's first window is always whole, so the first group is
+        never empty; the second also encodes window 0 (rows never read) so that it is never empty either."""
+        full = win_lens == width
+        idx_a = torch.nonzero(full).reshape(-1)
+        idx_b = torch.cat([torch.nonzero(~full).reshape(-1), torch.zeros(1, dtype=torch.int64)])
+        width_b = torch.where(full, torch.ones_like(win_lens), win_lens).max()
+        lens_b = torch.minimum(win_lens.index_select(0, idx_b), width_b)
+        h_a = self._encode_group(x.index_select(0, idx_a), None)
+        h_b = self._encode_group(x.index_select(0, idx_b).index_select(1, torch.arange(width_b)), lens_b)
+        out_a, out_b, hidden = h_a.size(1), h_b.size(1), h_a.size(2)
+        frames = torch.arange(out_a)
+        rank_a = torch.cumsum(full.to(torch.int64), 0) - 1
+        rank_b = torch.cumsum((~full).to(torch.int64), 0) - 1
+        src_a = rank_a[:, None] * out_a + frames[None, :]
+        src_b = idx_a.size(0) * out_a + rank_b[:, None] * out_b + torch.minimum(frames, out_b - 1)[None, :]
+        src = torch.where(full[:, None], src_a, src_b).clamp(min=0).reshape(-1)
+        pool = torch.cat([h_a.reshape(-1, hidden), h_b.reshape(-1, hidden)])
+        return pool.index_select(0, src), out_a
 
 
 # --------------------------------------------------------------------------- CLSR graphs
