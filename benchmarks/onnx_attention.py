@@ -20,26 +20,23 @@ Outputs are checked against torch on the valid rows (max abs difference reported
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as onnx_speed.py: both backends' idle threads sleep
 
 import numpy as np  # noqa: E402
 
+import bench_common as bc  # noqa: E402
+
 
 def _session(model, threads: int):
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    from funasr_clsr.onnx_runtime import session_options
+
+    return ort.InferenceSession(model.SerializeToString(), session_options(threads), providers=["CPUExecutionProvider"])
 
 
 def decomposed_graph(b: int, t: int, heads: int, dim: int):
@@ -82,16 +79,6 @@ def mha_graph(b: int, t: int, heads: int, dim: int, masked: bool):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
 
 
-def timed(fn, repeats: int) -> tuple[float, list[float], object]:
-    out = fn()  # warm-up
-    runs = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        runs.append(time.perf_counter() - t0)
-    return float(np.median(runs)), runs, out
-
-
 def run(args) -> dict:
     import torch
 
@@ -112,45 +99,32 @@ def run(args) -> dict:
             out = torch.nn.functional.scaled_dot_product_attention(tq, tk, tv, attn_mask=tmask)
         return out.transpose(1, 2).reshape(b, t, e).numpy()
 
+    def torch_sdpa_unpadded():
+        with torch.no_grad():
+            return torch.nn.functional.scaled_dot_product_attention(tq, tk, tv)
+
     decomposed = _session(decomposed_graph(b, t, heads, dim), args.threads)
     mha = _session(mha_graph(b, t, heads, dim, masked=True), args.threads)
+    mha_unpadded = _session(mha_graph(b, t, heads, dim, masked=False), args.threads)
     feeds = {"q": q, "k": k, "v": v}
-    systems = {
+    # the *_unpadded pair: every window full, so no mask is needed (their outputs are not compared)
+    timings = bc.round_robin({
         "torch_sdpa": torch_sdpa,
         "onnx_decomposed": lambda: decomposed.run(None, {**feeds, "mask": additive})[0],
         "onnx_mha": lambda: mha.run(None, {**feeds, "key_padding_mask": keep.astype(np.int32)})[0],
-    }
+        "onnx_mha_unpadded": lambda: mha_unpadded.run(None, feeds)[0],
+        "torch_sdpa_unpadded": torch_sdpa_unpadded,
+    }, repeats=args.repeats, warmup=1, progress=False)
     report = {"shape": {"windows": b, "frames": t, "heads": heads, "head_dim": dim,
                         "padded_windows": int((lengths < t).sum()), "short_frames": args.short_frames},
-              "threads": args.threads, "repeats": args.repeats,
-              "machine": {"cpu": _cpu_model(), "python": platform.python_version()}, "systems": {}}
-    ref = None
-    for name, fn in systems.items():
-        median, runs, out = timed(fn, args.repeats)
-        ref = out if ref is None else ref
-        diff = float(np.abs((out - ref) * keep[:, :, None]).max())
-        report["systems"][name] = {"median_ms": round(median * 1000, 1), "runs_ms": [round(x * 1000, 1) for x in runs],
-                                   "max_abs_diff_vs_torch": diff}
-    # the fused op without padding (every window full): what it costs when no mask is needed
-    full = _session(mha_graph(b, t, heads, dim, masked=False), args.threads)
-    median, runs, _ = timed(lambda: full.run(None, feeds)[0], args.repeats)
-    report["systems"]["onnx_mha_unpadded"] = {"median_ms": round(median * 1000, 1),
-                                              "runs_ms": [round(x * 1000, 1) for x in runs]}
-    with torch.no_grad():
-        median, runs, _ = timed(lambda: torch.nn.functional.scaled_dot_product_attention(tq, tk, tv), args.repeats)
-    report["systems"]["torch_sdpa_unpadded"] = {"median_ms": round(median * 1000, 1),
-                                                "runs_ms": [round(x * 1000, 1) for x in runs]}
+              "repeats": args.repeats, "machine": bc.machine_info(args.threads), "systems": {}}
+    ref = timings["torch_sdpa"]["result"]
+    for name, r in timings.items():
+        row = {"median_ms": round(r["median_s"] * 1000, 1), "runs_ms": [round(x * 1000, 1) for x in r["runs_s"]]}
+        if not name.endswith("_unpadded"):
+            row["max_abs_diff_vs_torch"] = float(np.abs((r["result"] - ref) * keep[:, :, None]).max())
+        report["systems"][name] = row
     return report
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def main(argv=None) -> dict:
@@ -174,9 +148,7 @@ def main(argv=None) -> dict:
     for name, r in report["systems"].items():
         extra = f", max |diff| vs torch {r['max_abs_diff_vs_torch']:.1e}" if "max_abs_diff_vs_torch" in r else ""
         print(f"{name:20s} {r['median_ms']:8.1f} ms{extra}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=1) + "\n")
+    bc.write_json(args.json, report)
     return report
 
 

@@ -184,11 +184,9 @@ def onnx_op_profile(onnx_model, clips: list[np.ndarray], work: Path, top: int = 
 
     from funasr_clsr.models.dual_encoder import load_speech_features
     from funasr_clsr.models.clsr.export_meta import exported_paths
+    from funasr_clsr.onnx_runtime import session_options
 
-    src = onnx_model.speech_session
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = src.get_session_options().intra_op_num_threads
-    opts.inter_op_num_threads = 1
+    opts = session_options(onnx_model.speech_session.get_session_options().intra_op_num_threads)
     opts.enable_profiling = True
     opts.profile_file_prefix = str(work / f"ort_profile_{onnx_model.quantize}")
     path = exported_paths(Path(onnx_model.model_dir), onnx_model.quantize)[0]  # the speech graph it opened

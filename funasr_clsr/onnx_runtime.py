@@ -32,7 +32,8 @@ class OnnxModelError(ValueError):
     """An exported model that this runtime cannot use (one-line message)."""
 
 
-def _session(path: Path, threads: int):
+def session_options(threads: int):
+    """The onnxruntime settings every CLSR session runs with (the benchmarks time the same)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -43,6 +44,13 @@ def _session(path: Path, threads: int):
         # shared cores keeps a parked thread from stalling every parallel region
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return opts
+
+
+def _session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    opts = session_options(threads)
     try:
         sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # a truncated or foreign file

@@ -14,6 +14,20 @@ REPO = Path(__file__).resolve().parents[1]
 TINY_TE = REPO / "tests" / "fixtures" / "tiny_text_encoder"
 TINY_CONF = REPO / "conf" / "clsr_tiny.yaml"
 
+
+def load_benchmark(name: str):
+    """``benchmarks/<name>.py`` as a module (its folder on sys.path for ``import bench_common``)."""
+    import importlib.util
+    import sys
+
+    bench = REPO / "benchmarks"
+    if str(bench) not in sys.path:
+        sys.path.insert(0, str(bench))
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", bench / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
 # Eight context "sentences" over the tiny vocabulary and a question for each.
 CONTEXTS = [
     "the king of the city", "a river in a war", "music at church", "school law",

@@ -6,27 +6,14 @@ results, not on speed.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from clsr_testing import CONTEXTS, QUESTIONS, REPO, tone_speech
-
-BENCH = REPO / "benchmarks"
-
-
-def _load(name: str):
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from clsr_testing import CONTEXTS, QUESTIONS, REPO, load_benchmark, tone_speech
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +36,7 @@ def qa_jsonl(tmp_path_factory) -> Path:
 
 
 def test_hit_scoring_and_chance_level():
-    lf = _load("longform")
+    lf = load_benchmark("longform")
     segs = [{"start": 0.0, "end": 4.0}, {"start": 4.0, "end": 8.0}, {"start": 8.0, "end": 12.0}]
     targets = [{"start": 5.0, "end": 9.0}, {"start": 0.5, "end": 1.0}]
     ranked = [[1, 0, 2], [2, 1, 0]]
@@ -60,7 +47,7 @@ def test_hit_scoring_and_chance_level():
 
 
 def test_reference_text_has_exactly_the_requested_pieces(tiny_te_dir):
-    bc = _load("bench_common")
+    bc = load_benchmark("bench_common")
     from funasr_clsr.tokenizer import WordPieceTokenizer
 
     tok = WordPieceTokenizer(tiny_te_dir / "vocab.txt")
@@ -69,8 +56,8 @@ def test_reference_text_has_exactly_the_requested_pieces(tiny_te_dir):
 
 
 def test_bad_inputs_are_one_line_errors(tmp_path):
-    lf = _load("longform")
-    sp = _load("speed")
+    lf = load_benchmark("longform")
+    sp = load_benchmark("speed")
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"source": "x.wav", "context_id": "c0"}) + "\n")
     with pytest.raises(ValueError, match=r"bad.jsonl:1: no 'question' field"):
@@ -94,7 +81,7 @@ def _same_ratio(value: float, slow: dict, fast: dict) -> bool:
 
 
 def test_speed_tiny_end_to_end(tmp_path, monkeypatch):
-    sp = _load("speed")
+    sp = load_benchmark("speed")
     out = tmp_path / "speed.json"
     md = tmp_path / "speed.md"
     cache = tmp_path / "encoder_cache"
@@ -147,8 +134,8 @@ def test_stock_copy_runs_funasr_code_on_the_same_weights(tiny_te_dir):
     from funasr.frontends.wav_frontend import WavFrontend
     from funasr_clsr.models.fused_attention import FusedAttentionSANM
 
-    sp = _load("speed")
-    bc = _load("bench_common")
+    sp = load_benchmark("speed")
+    bc = load_benchmark("bench_common")
     model, _ = bc.build_clsr(REPO / "conf" / "clsr_tiny.yaml", tiny_te_dir)
     stock = sp.funasr_stock_paths(model)
     assert type(stock.frontend) is WavFrontend
@@ -161,8 +148,8 @@ def test_stock_copy_runs_funasr_code_on_the_same_weights(tiny_te_dir):
 
 
 def test_forced_token_count_changes_only_the_token_count(tiny_te_dir):
-    sp = _load("speed")
-    bc = _load("bench_common")
+    sp = load_benchmark("speed")
+    bc = load_benchmark("bench_common")
     model, _ = bc.build_clsr(REPO / "conf" / "clsr_tiny.yaml", tiny_te_dir)
     wav = tone_speech("one two three four", seed=3)
     plain = model.encode_speech([wav])
@@ -175,7 +162,7 @@ def test_forced_token_count_changes_only_the_token_count(tiny_te_dir):
 
 
 def test_longform_tiny_end_to_end(tmp_path, qa_jsonl):
-    lf = _load("longform")
+    lf = load_benchmark("longform")
     out = tmp_path / "longform.json"
     report = lf.main(["--tiny", "--jsonl", str(qa_jsonl), "--minutes", "0.25", "--window", "4", "--batch", "4",
                       "--memory-hours", "0.005", "--threads", "1", "--work", str(tmp_path / "work"),
@@ -199,7 +186,7 @@ def test_longform_tiny_end_to_end(tmp_path, qa_jsonl):
 def test_serve_load_tiny_end_to_end(tmp_path, backend):
     """A real `funasr-clsr serve` process: a 3-minute recording, two clients, the server's own timings
     (torch, or the model exported to ONNX first and served on onnxruntime int8)."""
-    sv = _load("serve")
+    sv = load_benchmark("serve")
     report = sv.main(["--tiny", "--minutes", "3", "--clients", "2", "--queries", "6", "--warmup", "2",
                       "--single-client", "4", "--work", str(tmp_path / "work"), "--json", str(tmp_path / "s.json"),
                       *backend])
@@ -218,7 +205,7 @@ def test_serve_load_tiny_end_to_end(tmp_path, backend):
 def test_recording_layout_is_sample_exact(tmp_path, qa_jsonl):
     import soundfile as sf
 
-    lf = _load("longform")
+    lf = load_benchmark("longform")
     contexts = lf.context_rows(qa_jsonl)
     rec = lf.build_recording(contexts, 0.2, tmp_path / "r.wav", gap_s=0.25)
     wav, sr = sf.read(tmp_path / "r.wav", dtype="float32")
@@ -232,8 +219,8 @@ def test_recording_layout_is_sample_exact(tmp_path, qa_jsonl):
 
 
 def test_int8_scopes_quantise_the_right_layers(tiny_te_dir):
-    sp = _load("speed")
-    bc = _load("bench_common")
+    sp = load_benchmark("speed")
+    bc = load_benchmark("bench_common")
     model, _ = bc.build_clsr(REPO / "conf" / "clsr_tiny.yaml", tiny_te_dir)
 
     def quantised(m):
@@ -248,7 +235,7 @@ def test_int8_scopes_quantise_the_right_layers(tiny_te_dir):
 
 
 def test_whisper_base_targets_need_two_times_at_equal_precision():
-    sp = _load("speed")
+    sp = load_benchmark("speed")
     runs = {"wclsr": 1.0, "fw_base_fp32": 1.9, "wclsr_int8": 0.6, "fw_base_int8": 1.5}
     timings = {f"{s}@b{b}": {"median_s": t * b, "rtf": t / 30.0} for s, t in runs.items() for b in (1, 8)}
     timings["fw_base_int8@b8"]["forced_length_ok"] = False  # decoded another length: no ratio from it
@@ -262,7 +249,7 @@ def test_whisper_base_targets_need_two_times_at_equal_precision():
 
 
 def test_whisper_clsr_model_must_have_the_whisper_encoder(tmp_path):
-    sp = _load("speed")
+    sp = load_benchmark("speed")
     d = tmp_path / "sanm_model"
     d.mkdir()
     (d / "config.yaml").write_text("model: CLSR\nencoder: SANMEncoder\n")
@@ -275,14 +262,14 @@ def test_whisper_clsr_model_must_have_the_whisper_encoder(tmp_path):
 
 
 def test_batch_one_run_keeps_the_speed_target():
-    sp = _load("speed")
+    sp = load_benchmark("speed")
     timings = {f"{s}@b1": {"median_s": t, "rtf": t / 30.0} for s, t in (("clsr", 1.5), ("whisper_hf", 7.5))}
     target = sp.evaluate_targets(timings, batch=1, cosines={})["speedup_vs_whisper_hf_b1_fp32"]
     assert target["value"] == pytest.approx(5.0) and target["target"] == 4.5 and target["met"]
 
 
 def test_longform_keeps_only_unseen_voice_or_rate_contexts(tmp_path):
-    lf = _load("longform")
+    lf = load_benchmark("longform")
     rows = [{"source": f"c{i}.wav", "question": "q", "context_id": f"c{i}", "voice": v, "rate": r}
             for i, (v, r) in enumerate([("a", 150), ("a", 200), ("new", 150), ("b", 150)])]
     path = tmp_path / "qa.jsonl"
@@ -312,7 +299,7 @@ def test_sensitivity_dynamic_plans_use_funasr_quantize_dynamic_even_with_the_exp
     onnx.save(proto, str(fp32))
     export_meta._use_speech_int8_scheme()   # what importing the export does
 
-    sens = _load("onnx_quant_sensitivity")
+    sens = load_benchmark("onnx_quant_sensitivity")
     ops = {}
     for plan, weight in (("funasr", "uint8"), ("blockwise_b128", "blockwise128")):
         out = tmp_path / f"{plan}.onnx"
@@ -325,7 +312,7 @@ def test_sensitivity_dynamic_plans_use_funasr_quantize_dynamic_even_with_the_exp
 def test_onnx_attention_layer_three_ways_agree(tmp_path):
     """benchmarks/onnx_attention.py at toy size: every variant gives torch's attention on the valid rows."""
     out = tmp_path / "attention.json"
-    report = _load("onnx_attention").main(["--windows", "4", "--frames", "24", "--short-frames", "10", "--heads", "2",
+    report = load_benchmark("onnx_attention").main(["--windows", "4", "--frames", "24", "--short-frames", "10", "--heads", "2",
                                            "--head-dim", "8", "--repeats", "1", "--json", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(report))
     assert report["shape"]["padded_windows"] == 2
@@ -335,4 +322,4 @@ def test_onnx_attention_layer_three_ways_agree(tmp_path):
         assert report["systems"][name]["max_abs_diff_vs_torch"] < 1e-5, name
     assert all(len(r["runs_ms"]) == 1 and r["median_ms"] >= 0 for r in report["systems"].values())  # toy: ~0 ms
     with pytest.raises(SystemExit):
-        _load("onnx_attention").main(["--short-frames", "2000"])  # longer than the window
+        load_benchmark("onnx_attention").main(["--short-frames", "2000"])  # longer than the window

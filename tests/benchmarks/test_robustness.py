@@ -1,21 +1,10 @@
 """benchmarks/robustness.py, a fast seeded subset: every generated bad input ends in a clear error or a
 plausible result, never a crash (the full 2,000 + 2,000 run is in docs/robustness.md)."""
-import importlib.util
-import sys
-
-from clsr_testing import REPO
-
-
-def _load():
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("bench_robustness", REPO / "benchmarks" / "robustness.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from clsr_testing import load_benchmark
 
 
 def test_seeded_fuzz_subset_has_no_crash():
-    out = _load().main(["--audio", "180", "--questions", "150", "--seed", "1"])
+    out = load_benchmark("robustness").main(["--audio", "180", "--questions", "150", "--seed", "1"])
     audio, questions = out["audio"], out["questions"]
     assert audio["crash"] == 0, audio["crashes"]
     assert questions["crash"] == 0, questions["crashes"]
@@ -30,7 +19,7 @@ def test_seeded_fuzz_subset_has_no_crash():
 
 def test_seeded_subset_through_the_cli_the_server_and_killed_indexers(tmp_path):
     """The same generators through `funasr-clsr index`, the retriever, the HTTP API, and SIGKILLed indexers."""
-    out = _load().main(["--through", "cli,query,server,kills", "--audio", "45", "--questions", "40", "--seed", "2",
+    out = load_benchmark("robustness").main(["--through", "cli,query,server,kills", "--audio", "45", "--questions", "40", "--seed", "2",
                         "--kills", "1", "--no-cli-queries", "--work", str(tmp_path)])
     cli, query, server, kills = out["cli_index"], out["query"], out["server"], out["kills"]
     assert cli["crash"] == 0, cli["crashes"]

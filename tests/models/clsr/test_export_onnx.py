@@ -290,18 +290,10 @@ def test_evaluate_scores_the_exported_graphs(sanm_dir, pair_dir, tmp_path, capsy
 
 def test_op_profiles_of_benchmarks_onnx_speed(sanm_dir, pair_dir, tmp_path):
     """onnx_speed.py --profile-ops: milliseconds by op type from onnxruntime's and torch's profilers."""
-    import importlib.util
-
-    from clsr_testing import REPO
+    from clsr_testing import load_benchmark
     from funasr_clsr.onnx_runtime import OnnxCLSR
 
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        spec = importlib.util.spec_from_file_location("bench_onnx_speed", REPO / "benchmarks" / "onnx_speed.py")
-        bench = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(bench)
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
+    bench = load_benchmark("onnx_speed")
     out, model = sanm_dir
     clips = [sf.read(pair_dir / f"ctx{i}.wav", dtype="float32")[0] for i in range(3)]
     for quantize in (False, True):
