@@ -1,0 +1,33 @@
+"""recipes/mini_spoken_squad/local/cif_count_probe.py on an untrained tiny model: scale 1.0 is the
+model as it ships, a smaller scale decodes fewer tokens."""
+import importlib.util
+import json
+
+from clsr_testing import REPO, export_tiny_model_dir
+
+
+def _probe():
+    path = REPO / "recipes" / "mini_spoken_squad" / "local" / "cif_count_probe.py"
+    spec = importlib.util.spec_from_file_location("cif_count_probe", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_scaled_token_count(pair_dir, tmp_path):
+    from funasr_clsr.evaluation.metrics import word_error_rate
+    from funasr_clsr.retrieval.pipeline import load_model
+
+    model_dir = export_tiny_model_dir(tmp_path)
+    jsonl = pair_dir / "text_q.jsonl"
+    out = tmp_path / "probe.json"
+    assert _probe().main(["--model", str(model_dir), "--jsonl", str(jsonl), "--scale", "1.0", "--scale", "0.5",
+                          "--threads", "1", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["scale"] for r in rows] == [1.0, 0.5]
+    assert all(r["contexts"] == 8 and r["questions"] == 8 and 0 <= r["r1"] <= r["r5"] <= 100 for r in rows)
+    assert rows[1]["hyp_words_per_ref_word"] < rows[0]["hyp_words_per_ref_word"]
+
+    lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    shipped = load_model(str(model_dir))[0].eval().transcribe([r["source"] for r in lines])
+    assert rows[0]["wer"] == round(word_error_rate([r["target"] for r in lines], shipped)["wer"], 2)
