@@ -15,18 +15,27 @@ TINY_TE = REPO / "tests" / "fixtures" / "tiny_text_encoder"
 TINY_CONF = REPO / "conf" / "clsr_tiny.yaml"
 
 
+def load_script(path: Path, name: str):
+    """A Python file outside the package (a benchmark, a recipe's local/ script) as module ``name``,
+    registered in sys.modules first (dataclasses and pickle look a module up there)."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def load_benchmark(name: str):
     """``benchmarks/<name>.py`` as a module (its folder on sys.path for ``import bench_common``)."""
-    import importlib.util
     import sys
 
     bench = REPO / "benchmarks"
     if str(bench) not in sys.path:
         sys.path.insert(0, str(bench))
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", bench / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(bench / f"{name}.py", f"bench_{name}")
 
 # Eight context "sentences" over the tiny vocabulary and a question for each.
 CONTEXTS = [

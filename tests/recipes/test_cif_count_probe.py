@@ -1,17 +1,13 @@
 """recipes/mini_spoken_squad/local/cif_count_probe.py on an untrained tiny model: scale 1.0 is the
 model as it ships, a smaller scale decodes fewer tokens."""
-import importlib.util
 import json
 
-from clsr_testing import REPO, export_tiny_model_dir
+from clsr_testing import REPO, export_tiny_model_dir, load_script
 
 
 def _probe():
     path = REPO / "recipes" / "mini_spoken_squad" / "local" / "cif_count_probe.py"
-    spec = importlib.util.spec_from_file_location("cif_count_probe", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(path, "_recipe_mini_spoken_squad_cif_count_probe")
 
 
 def test_scaled_token_count(pair_dir, tmp_path):

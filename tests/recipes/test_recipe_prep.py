@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
-import importlib.util
 import io
 import json
 import os
@@ -25,6 +24,8 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
+from clsr_testing import load_script
+
 REPO = Path(__file__).resolve().parents[2]
 RECIPES = REPO / "recipes"
 FOUR = ("spoken_squad", "librisqa", "slue_sqa5", "drcd")
@@ -32,12 +33,7 @@ FOUR = ("spoken_squad", "librisqa", "slue_sqa5", "drcd")
 
 def load(recipe: str, rel: str):
     path = RECIPES / recipe / rel
-    name = f"_recipe_{recipe}_{path.stem}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(path, f"_recipe_{recipe}_{path.stem}")
 
 
 def jsonl(path: Path) -> list[dict]:

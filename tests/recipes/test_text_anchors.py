@@ -8,31 +8,18 @@ schema, WER ordering, and a garbled transcript level must lose recall.  The comm
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-from clsr_testing import TINY_TE
+from clsr_testing import TINY_TE, load_script
 
 REPO = Path(__file__).resolve().parents[2]
 LOCAL = REPO / "recipes" / "mini_spoken_squad" / "local"
 
 
-def _load():
-    name = "_recipe_mini_spoken_squad_text_anchors"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, LOCAL / "text_anchors.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-ta = _load()
+ta = load_script(LOCAL / "text_anchors.py", "_recipe_mini_spoken_squad_text_anchors")
 
 # Ten paragraphs over the tiny vocabulary, two articles; question i shares words with context i only.
 CONTEXTS = [

@@ -61,7 +61,8 @@ def main(argv=None) -> int:
     for r in rows:
         contexts.setdefault(r.get("context_id", r["key"]), r)
     ids = list(contexts)
-    positives = [ids.index(r.get("context_id", r["key"])) for r in rows]
+    column = {k: i for i, k in enumerate(ids)}
+    positives = [column[r.get("context_id", r["key"])] for r in rows]
     model = load_model(args.model)[0].eval()
     state = {"scale": 1.0}
     scale_cif_count(model, state)
