@@ -32,11 +32,16 @@ import numpy as np
 
 def read_pairs(path: str, question_kind: str) -> list[dict]:
     pairs = []
+    if not Path(path).is_file():
+        raise SystemExit(f"{path}: no such file")
     with open(path, encoding="utf-8") as fin:
         for lineno, line in enumerate(fin, 1):
             if not line.strip():
                 continue
-            item = json.loads(line)
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise SystemExit(f"{path}:{lineno}: not a JSON line ({err.msg})") from None
             need = ["source", "target"] + (["question"] if question_kind == "text" else
                                            ["question_source", "question_target"])
             missing = [k for k in need if k not in item]

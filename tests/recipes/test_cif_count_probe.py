@@ -27,3 +27,21 @@ def test_scaled_token_count(pair_dir, tmp_path):
     lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
     shipped = load_model(str(model_dir))[0].eval().transcribe([r["source"] for r in lines])
     assert rows[0]["wer"] == round(word_error_rate([r["target"] for r in lines], shipped)["wer"], 2)
+
+
+def test_bad_inputs_are_one_line_errors(pair_dir, tmp_path):
+    import pytest
+
+    probe = _probe()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"source": "a.wav"\n')
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    cases = [(["--model", str(tmp_path), "--jsonl", str(pair_dir / "text_q.jsonl")], "not a model directory"),
+             (["--model", str(tmp_path), "--jsonl", str(tmp_path / "nope.jsonl")], "nope.jsonl: no such file"),
+             (["--model", str(tmp_path), "--jsonl", str(bad)], "bad.jsonl:1: not a JSON line"),
+             (["--model", str(tmp_path), "--jsonl", str(empty)], "empty.jsonl: empty split")]
+    for argv, message in cases:
+        with pytest.raises(SystemExit) as err:
+            probe.main([*argv, "--scale", "1.0"])
+        assert message in str(err.value) and "\n" not in str(err.value), argv

@@ -52,18 +52,18 @@ def main(argv=None) -> int:
 
     import torch
 
+    from funasr_clsr.bin.evaluate import load_model, read_pairs
     from funasr_clsr.evaluation.metrics import retrieval_metrics_from_labels, word_error_rate
-    from funasr_clsr.retrieval.pipeline import load_model
 
     torch.set_num_threads(args.threads)
-    rows = [json.loads(line) for line in open(args.jsonl, encoding="utf-8") if line.strip()]
+    rows = read_pairs(args.jsonl, "text")  # one-line errors: missing file, bad line, missing field, empty
     contexts: dict[str, dict] = {}
     for r in rows:
         contexts.setdefault(r.get("context_id", r["key"]), r)
     ids = list(contexts)
     column = {k: i for i, k in enumerate(ids)}
     positives = [column[r.get("context_id", r["key"])] for r in rows]
-    model = load_model(args.model)[0].eval()
+    model = load_model(args.model).eval()
     state = {"scale": 1.0}
     scale_cif_count(model, state)
     questions = model.encode_text([r["question"] for r in rows])
