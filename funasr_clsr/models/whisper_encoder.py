@@ -214,6 +214,12 @@ class WhisperAudioEncoder(nn.Module):
                 module.eval()
         return self
 
+    def _load_from_state_dict(self, *args, **kwargs):
+        # weights loaded after construction (a release's trained top blocks under a frozen config, init_param)
+        # change the frozen part: its cache key must be computed again, never reused from the weights built with
+        self._fingerprint = None
+        super()._load_from_state_dict(*args, **kwargs)
+
     @property
     def cache(self) -> EncoderCache | None:
         root = self._cache_dir or os.environ.get(ENV_CACHE)

@@ -131,6 +131,22 @@ def test_top_blocks_train_with_the_cache_on(tmp_path):
     assert enc.cache.hits == 2 and all(p.grad is not None and p.grad.abs().sum() > 0 for p in top)
 
 
+def test_loading_other_frozen_weights_never_reads_the_old_entries(tmp_path):
+    """A released checkpoint can carry trained top blocks that a frozen config then keeps fixed: the cache key
+    must follow the weights loaded after construction (and after a first encode), never the ones built with."""
+    enc = tiny(cache_dir=str(tmp_path))
+    x, n = feats([60])
+    with torch.no_grad():
+        enc(x, n)
+    released = tiny(seed=1).state_dict()
+    enc.load_state_dict(released)
+    with torch.no_grad():
+        got = enc(x, n)[0]
+        right = tiny(seed=1)(x, n)[0]
+    assert enc.cache.hits == 0
+    torch.testing.assert_close(got, right)
+
+
 def test_unfrozen_encoder_is_never_cached(tmp_path):
     enc = tiny(freeze=False, cache_dir=str(tmp_path))
     assert enc.cache is None and all(p.requires_grad for n, p in enc.named_parameters() if "embed_positions" not in n)
