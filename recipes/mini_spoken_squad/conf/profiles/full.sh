@@ -4,10 +4,10 @@
 
 if [ "${speech_branch}" != sanm ]; then
   # Whisper branch. Stage 3 starts from the released speech branch, which is this profile's own
-  # stages 0-3 (`--release none --qa-train-contexts 300`: 8,000 asr_train utterances + 300 qa_train
-  # contexts, 2 epochs, 69 min; release/whisper_base_cif/README.md), so that the evaluation on all
+  # stages 0-3 continued in four steps (the last trains Whisper-base's top 2 blocks;
+  # release/whisper_base_cif/README.md), so that the evaluation on all
   # 1,048 test contexts (stage 6 encodes 13.8 h of speech, Whisper-base transcribes it) fits 2 hours.
-  # Measured (`make full` from a clean clone, 2026-12-07, RESULTS_full_whisper.md): 1 h 45 min in all;
+  # Measured on step 3's release (`make full`, clean clone, 2026-12-07, RESULTS_full_whisper.md): 1 h 45 min;
   # venv ~2 min, stage 0 81 s, stage 3 6.5 min, stage 4 17 min (clsr 10.2, cascade_asr 5.2, parabge 1.3),
   # stage 6 77 min (clsr 19 min, which fills the encoder cache; the Whisper-base cascade 51 min).
   : "${release:=release/whisper_base_cif}"

@@ -30,9 +30,10 @@ if [ "${speech_branch}" = sanm ]; then  # the from-scratch branch (as measured b
   : "${asr_epochs:=6}"
   : "${asr_warmup_epochs:=3}"  # not measured in quick: the same ~40 % share as full
 else
-  # Stage 3 starts from the released speech branch (release/whisper_base_cif: CIF predictor, SAN-M
-  # decoder and CTC head trained on 16 h by the full profile's stages 0-3, see its README.md) and
-  # trains release_epochs more on this profile's qa_train. --release none: stage 3 from the frozen
+  # Stage 3 starts from the released speech branch (release/whisper_base_cif: Whisper-base's top 2
+  # blocks, CIF predictor, SAN-M decoder and CTC head trained on 26 h by the full profile's data in four
+  # steps, see its README.md; the whole encoder stays frozen here) and trains release_epochs more on
+  # this profile's qa_train. --release none: stage 3 from the frozen
   # Whisper-base encoder alone (asr_epochs over asr_train + qa_train; the demo then retrieves far less).
   : "${release:=release/whisper_base_cif}"
   : "${release_epochs:=1}"
