@@ -72,6 +72,9 @@ release=             # released speech-branch checkpoint (local/README.md, "Rele
 release_epochs=      # stage-3 epochs on top of the release
 release_data=qa_train  # what those epochs read: qa_train (stage 4 encodes it anyway) or asr_train_plus_qa
                        # (the release's own 13.8 h set + qa_train: continues training the release itself)
+release_top_blocks=0   # those epochs also train Whisper's top N encoder blocks (release step 4: 2; the cache then
+                       # holds the frozen blocks' output); stages 4-6 keep the whole encoder frozen
+release_lr=            # learning rate of those epochs; empty = the config's (release step 4: 0.0002)
 text_encoder=        # text encoder folder; empty = all-MiniLM-L6-v2 from the PyPI package
 ctc_readout=         # true: model_conf.ctc_readout (the CTC head read through each CIF embedding, added to the
                      # decoder's logits; README "Whisper branch"); empty = the config's value
@@ -213,6 +216,9 @@ if [ "${speech_branch}" != whisper ] || [ -z "${release}" ]; then release=none; 
 case "${release_data}" in qa_train|asr_train_plus_qa) ;;
   *) echo "run.sh: --release-data ${release_data}: expected qa_train or asr_train_plus_qa" >&2; exit 1 ;;
 esac
+case "${release_top_blocks}" in ''|*[!0-9]*)
+  echo "run.sh: --release-top-blocks ${release_top_blocks}: expected a whole number of encoder blocks (0 = frozen)" >&2; exit 1 ;;
+esac
 if [ "${release}" != none ] && [ ! -f "${release}/MANIFEST.json" ]; then
   echo "run.sh: --release ${release}: no released checkpoint there (MANIFEST.json); pass --release none to train without one" >&2
   exit 1
@@ -298,6 +304,8 @@ if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
     asr_epochs=${release_epochs}
     asr_warmup_epochs=0
     release_opts="++init_param=$(pwd)/${release}/model.pt"
+    if [ "${release_top_blocks}" -gt 0 ]; then release_opts+=" ++encoder_conf.trainable_top_blocks=${release_top_blocks}"; fi
+    if [ -n "${release_lr}" ]; then release_opts+=" ++optim_conf.lr=${release_lr}"; fi
   elif [ "${speech_branch}" = whisper ]; then
     # the QA contexts' transcripts too: stage 4 encodes them anyway, so with the encoder cache they are
     # free ASR data (the SAN-M branch keeps the short utterances it was tuned on)

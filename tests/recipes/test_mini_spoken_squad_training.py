@@ -113,6 +113,28 @@ def test_stage3_on_top_of_a_release_uses_its_checkpoint_and_qa_train(tmp_path):
     assert f"++train_data_set_list={data}/qa_train.jsonl" in only.split() and "++train_conf.max_epoch=1" in only
     bad = _stage3(rec, fake, "--speech-branch", "whisper", "--release", "release/none_here")
     assert bad.returncode == 1 and "no released checkpoint there" in bad.stderr
+    # by default the continuation keeps the encoder frozen and the config's learning rate
+    assert "trainable_top_blocks" not in only and "optim_conf.lr" not in only
+
+
+def test_release_continuation_can_train_the_top_encoder_blocks_as_release_step_4_did(tmp_path):
+    rec, fake, calls = _recipe(tmp_path)
+    data = _whisper_data(rec)
+    rel = rec / "release" / "r1"
+    rel.mkdir(parents=True)
+    (rel / "MANIFEST.json").write_text("{}")
+    r = _stage3(rec, fake, "--speech-branch", "whisper", "--release", "release/r1", "--release-epochs", "1",
+                "--release-data", "asr_train_plus_qa", "--release-top-blocks", "2", "--release-lr", "0.0002")
+    assert r.returncode == 0, r.stderr[-2000:]
+    (only,) = _calls(calls)
+    # the overrides of release step 4's training call (release/whisper_base_cif/README.md)
+    args = only.split()
+    for want in (f"++init_param={rec}/release/r1/model.pt", "++encoder_conf.trainable_top_blocks=2",
+                 "++optim_conf.lr=0.0002", f"++train_data_set_list={data}/asr_train_plus_qa.jsonl",
+                 "++train_conf.max_epoch=1", "++model_conf.text_encoder_conf=null", "++model_conf.nce_weight=0"):
+        assert want in args, want
+    bad = _stage3(rec, fake, "--speech-branch", "whisper", "--release", "release/r1", "--release-top-blocks", "two")
+    assert bad.returncode == 1 and "--release-top-blocks two: expected a whole number" in bad.stderr
 
 
 def test_ctc_readout_option_reaches_every_training_call(tmp_path):
