@@ -100,12 +100,16 @@ def test_stage3_whisper_branch_trains_on_asr_and_qa_utterances_with_the_whisper_
     assert f"++train_data_set_list={train}" in only.split() and train.read_text().count("key") == 2
 
 
+def _release(rec):
+    rel = rec / "release" / "r1"  # what run.sh checks a release by
+    rel.mkdir(parents=True)
+    (rel / "MANIFEST.json").write_text("{}")
+
+
 def test_stage3_on_top_of_a_release_uses_its_checkpoint_and_qa_train(tmp_path):
     rec, fake, calls = _recipe(tmp_path)
     data = _whisper_data(rec)
-    rel = rec / "release" / "r1"
-    rel.mkdir(parents=True)
-    (rel / "MANIFEST.json").write_text("{}")
+    _release(rec)
     r = _stage3(rec, fake, "--speech-branch", "whisper", "--release", "release/r1", "--release-epochs", "1")
     assert r.returncode == 0, r.stderr[-2000:]
     (only,) = _calls(calls)
@@ -120,9 +124,7 @@ def test_stage3_on_top_of_a_release_uses_its_checkpoint_and_qa_train(tmp_path):
 def test_release_continuation_can_train_the_top_encoder_blocks_as_release_step_4_did(tmp_path):
     rec, fake, calls = _recipe(tmp_path)
     data = _whisper_data(rec)
-    rel = rec / "release" / "r1"
-    rel.mkdir(parents=True)
-    (rel / "MANIFEST.json").write_text("{}")
+    _release(rec)
     r = _stage3(rec, fake, "--speech-branch", "whisper", "--release", "release/r1", "--release-epochs", "1",
                 "--release-data", "asr_train_plus_qa", "--release-top-blocks", "2", "--release-lr", "0.0002")
     assert r.returncode == 0, r.stderr[-2000:]
