@@ -7,9 +7,10 @@ if [ "${speech_branch}" != sanm ]; then
   # stages 0-3 continued in four steps (the last trains Whisper-base's top 2 blocks;
   # release/whisper_base_cif/README.md), so that the evaluation on all
   # 1,048 test contexts (stage 6 encodes 13.8 h of speech, Whisper-base transcribes it) fits 2 hours.
-  # Measured on step 3's release (`make full`, clean clone, 2026-12-07, RESULTS_full_whisper.md): 1 h 45 min;
-  # venv ~2 min, stage 0 81 s, stage 3 6.5 min, stage 4 17 min (clsr 10.2, cascade_asr 5.2, parabge 1.3),
-  # stage 6 77 min (clsr 19 min, which fills the encoder cache; the Whisper-base cascade 51 min).
+  # Measured on step 4's release (`make full`, clean clone, 2026-12-08, RESULTS_full_whisper.md): 1 h 31 min
+  # after the venv; stage 0 62 s, stage 3 4.5 min, stage 4 14.3 min (clsr 7.4, cascade_asr 3.5, parabge 3.4),
+  # stage 6 70 min (clsr 13 min, which fills the encoder cache; the Whisper-base cascade ~40 min; parabge
+  # 12 min: its stock encoder has its own cache entries). Step 3's release took 1 h 45 min with the venv.
   : "${release:=release/whisper_base_cif}"
   : "${release_epochs:=1}"
   : "${qa_train_contexts:=400}"
