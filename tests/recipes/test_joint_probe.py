@@ -60,6 +60,15 @@ def test_probe_scores_the_stage3_checkpoint_and_a_short_joint_run(pair_dir, cmvn
     assert joint.returncode == 0, joint.stderr[-3000:]
     assert "loss_nce" in (exp / "probe" / "banks" / "train.log").read_text()
 
+    whisper_exp = tmp_path / "whisper_exp"
+    shutil.copytree(exp / "lang", whisper_exp / "lang")
+    (whisper_exp / "asr").mkdir()
+    shutil.copy(exp / "asr" / "model.pt", whisper_exp / "asr" / "model.pt")
+    (whisper_exp / "asr" / "config.yaml").write_text("encoder: WhisperAudioEncoder\nencoder_conf:\n  whisper_path: w\n")
+    whisper = _probe("--name", "step0", "--no-train", data=data, exp=whisper_exp, text_encoder=te)
+    assert whisper.returncode == 1 and "is a Whisper-branch checkpoint" in whisper.stderr
+    assert len(whisper.stderr.strip().splitlines()) == 1 and not (whisper_exp / "probe").exists()
+
     rows = json.loads((exp / "probe" / "results.json").read_text())["systems"]
     assert set(rows) == {"step0", "banks"}
     for row in rows.values():
