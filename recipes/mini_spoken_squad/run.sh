@@ -219,6 +219,9 @@ esac
 case "${release_top_blocks}" in ''|*[!0-9]*)
   echo "run.sh: --release-top-blocks ${release_top_blocks}: expected a whole number of encoder blocks (0 = frozen)" >&2; exit 1 ;;
 esac
+if [ -n "${release_lr}" ] && ! [[ "${release_lr}" =~ ^[0-9]*\.?[0-9]+([eE]-?[0-9]+)?$ ]]; then
+  echo "run.sh: --release-lr ${release_lr}: expected a positive number such as 0.0002 or 2e-4" >&2; exit 1
+fi
 if [ "${release}" != none ] && [ ! -f "${release}/MANIFEST.json" ]; then
   echo "run.sh: --release ${release}: no released checkpoint there (MANIFEST.json); pass --release none to train without one" >&2
   exit 1

@@ -137,6 +137,10 @@ def test_release_continuation_can_train_the_top_encoder_blocks_as_release_step_4
         assert want in args, want
     bad = _stage3(rec, fake, "--speech-branch", "whisper", "--release", "release/r1", "--release-top-blocks", "two")
     assert bad.returncode == 1 and "--release-top-blocks two: expected a whole number" in bad.stderr
+    bad_lr = _stage3(rec, fake, "--speech-branch", "whisper", "--release", "release/r1", "--release-lr", "fast")
+    assert bad_lr.returncode == 1 and "--release-lr fast: expected a positive number" in bad_lr.stderr
+    for lr in ("2e-4", "0.0002", "1E-3"):
+        assert _stage3(rec, fake, "--speech-branch", "whisper", "--release", "release/r1", "--release-lr", lr).returncode == 0
 
 
 def test_ctc_readout_option_reaches_every_training_call(tmp_path):

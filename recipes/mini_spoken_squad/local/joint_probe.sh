@@ -63,7 +63,7 @@ lang=${exp}/lang
 for f in "${data}/qa_train.jsonl" "${data}/qa_test.jsonl" "${data}/qa_dev.jsonl" "${exp}/asr/model.pt" "${lang}/tokens.txt"; do
   [ -f "${f}" ] || { echo "$0: ${f} not found: run stages 0-3 of run.sh first" >&2; exit 1; }
 done
-# the probe builds SAN-M-branch models (--config, am.mvn); a Whisper stage 3 would fail later, deep in loading
+# the probe builds SAN-M-branch models (--config, am.mvn): a Whisper stage 3 would go into the wrong architecture
 if grep -q '^encoder: WhisperAudioEncoder' "${exp}/asr/config.yaml" 2>/dev/null; then
   echo "$0: ${exp}/asr is a Whisper-branch checkpoint; this probe covers the SAN-M branch only (for the Whisper branch see README.md, \"Does the joint stage help at this size\")" >&2
   exit 1
