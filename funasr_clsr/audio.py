@@ -33,6 +33,7 @@ __all__ = [
     "is_silent",
     "iter_blocks",
     "load_audio",
+    "pause_cuts",
     "resample",
 ]
 
@@ -127,6 +128,34 @@ def resample(x: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
 
         return librosa.resample(x, orig_sr=orig_sr, target_sr=target_sr).astype(np.float32)
     return soxr.resample(x, orig_sr, target_sr, quality="HQ").astype(np.float32, copy=False)
+
+
+def pause_cuts(x: np.ndarray, sr: int, max_seconds: float, search: float = 0.3) -> list[int]:
+    """Sample boundaries ``[0, ..., len(x)]`` that cut ``x`` into pieces of about ``max_seconds``.
+
+    ``ceil(duration / max_seconds)`` equal pieces, each inner cut moved to the quietest 10 ms
+    frame within ``search`` of a piece's length around its even position, so that words stay
+    whole where a pause is near. Input no longer than ``max_seconds`` is one piece.
+    """
+    if max_seconds <= 0:
+        raise ValueError(f"max_seconds must be positive, got {max_seconds}")
+    if not 0 <= search < 0.5:  # below half a piece, so that every piece keeps at least 0.4 of its length
+        raise ValueError(f"search must be in [0, 0.5), got {search}")
+    x = np.asarray(x, dtype=np.float32)
+    hop = max(1, sr // 100)
+    frames = len(x) // hop
+    count = int(np.ceil(len(x) / (max_seconds * sr)))
+    if count <= 1 or frames < 2 * count:
+        return [0, len(x)]
+    energy = np.square(x[:frames * hop].reshape(frames, hop)).mean(1)
+    span = frames / count
+    reach = max(1, int(search * span))
+    cuts = [0]
+    for i in range(1, count):
+        centre = int(round(i * span))
+        lo, hi = max(cuts[-1] // hop + 1, centre - reach), min(frames - 1, centre + reach)
+        cuts.append(hop * (lo + int(np.argmin(energy[lo:hi + 1]))) if hi >= lo else hop * centre)
+    return cuts + [len(x)]
 
 
 def is_silent(x: np.ndarray, threshold: float = SILENCE_PEAK) -> bool:

@@ -23,7 +23,8 @@ from typing import Sequence
 import numpy as np
 
 from funasr_clsr.models.clsr.export_meta import ONNX_FORMAT_VERSION, exported_paths, quantize_mode
-from funasr_clsr.models.dual_encoder import as_input_list, load_speech_features
+from funasr_clsr.audio import pause_cuts
+from funasr_clsr.models.dual_encoder import as_input_list, features_from_waves, load_speech_features, load_speech_waves
 
 __all__ = ["OnnxCLSR", "OnnxModelError", "OnnxTextEncoder"]
 
@@ -138,6 +139,11 @@ class OnnxCLSR:
                 f"{' ++quantize=true' if mode != 'none' else ''}")
         cfg = yaml.safe_load((d / "config.yaml").read_text(encoding="utf-8")) or {}
         check_model_format(cfg.get("clsr_format_version"), d, OnnxModelError)
+        model_conf = cfg.get("model_conf") or {}
+        self.piece_seconds = model_conf.get("piece_seconds")
+        if self.piece_seconds is not None and not model_conf.get("use_vq", True):
+            raise OnnxModelError(f"{d}/config.yaml: piece_seconds needs the VQ adaptor (use_vq) on the ONNX "
+                                 "backend; set model_conf.piece_seconds: null")
         if intra_op_num_threads is None:
             import torch
 
@@ -178,6 +184,15 @@ class OnnxCLSR:
         self.asr_tokenizer = WordPieceTokenizer(d / "tokens.txt", do_lower_case=tok_conf.get("do_lower_case", True))
         te_dir = d / ((cfg.get("model_conf") or {}).get("text_encoder_conf") or {}).get("path", "text_encoder")
         self.text_encoder = OnnxTextEncoder(text_session, text_meta, te_dir / "vocab.txt")
+        if self.piece_seconds is not None:
+            # pieces' token ids, joined, go through the text graph: what the speech graph's VQ does
+            te_index = {t: i for i, t in enumerate(self.text_encoder.tokenizer.token_list)}
+            self._to_text_ids = np.array([te_index[t] for t in self.asr_tokenizer.token_list], dtype=np.int64)
+            # the recordings' side at the speech graph's precision ("text": fp32 recordings, int8 questions)
+            self._piece_text = self.text_encoder
+            if mode == "text":
+                fp32_text, fp32_meta = _session(exported_paths(d, "none")[1], intra_op_num_threads)
+                self._piece_text = OnnxTextEncoder(fp32_text, fp32_meta, te_dir / "vocab.txt")
         self._drop = {int(self.speech_meta[k]) for k in ("blank_id", "sos", "eos")}
         self._max_frames = int(self.speech_meta.get("max_feats_length") or 0)
         # A batch of 40 s windows needs GBs of attention scores; without shrinkage onnxruntime's CPU
@@ -190,7 +205,9 @@ class OnnxCLSR:
 
     # ------------------------------------------------------------------ speech
     def _run_speech(self, inputs, sample_rate: int | None):
-        feats, lengths, _ = load_speech_features(self.frontend, inputs, sample_rate)
+        return self._run_features(*load_speech_features(self.frontend, inputs, sample_rate)[:2])
+
+    def _run_features(self, feats, lengths):
         if self._max_frames and int(lengths.max()) > self._max_frames:
             raise ValueError(f"input of {int(lengths.max()) / 100:.0f} s is longer than this encoder's limit of "
                              f"{self._max_frames / 100:.0f} s (raise encoder_conf.max_windows and re-export, or "
@@ -198,6 +215,36 @@ class OnnxCLSR:
         return self.speech_session.run(None, {"speech": feats.numpy().astype(np.float32, copy=False),
                                               "speech_lengths": lengths.numpy().astype(np.int32)},
                                        self._shrink_arena)
+
+    def _run_in_pieces(self, inputs, batch_size: int, sample_rate: int | None):
+        """As :meth:`CLSR._decode_in_pieces`: the speech graph on each input's pieces, their tokens
+        joined per input and embedded by the text graph (the VQ adaptor's rows are W_te's)."""
+        wavs = load_speech_waves(self.frontend, inputs, sample_rate)
+        sr = int(self.frontend.fs)
+        joined = []
+        for wav in wavs:
+            cuts = pause_cuts(wav, sr, self.piece_seconds)
+            pieces = [wav[a:b] for a, b in zip(cuts[:-1], cuts[1:])]
+            tokens = []
+            for start in range(0, len(pieces), batch_size):
+                feats, lengths = features_from_waves(self.frontend, pieces[start:start + batch_size])
+                _, ids, num = self._run_features(feats, lengths)
+                tokens += [t for row, n in zip(ids, num) for t in row[:n].tolist()]
+            joined.append(tokens)
+        te = self._piece_text
+        limit = te.max_length - 2
+        rows = [[te.tokenizer.cls_id, *self._to_text_ids[t[:limit]].tolist(), te.tokenizer.sep_id] for t in joined]
+        width = max(len(r) for r in rows)
+        ids = np.full((len(rows), width), te.tokenizer.pad_id, dtype=np.int64)
+        for i, r in enumerate(rows):
+            ids[i, :len(r)] = r
+        mask = (np.arange(width)[None, :] < np.array([len(r) for r in rows])[:, None]).astype(np.int64)
+        vec = te.session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+        num = np.array([len(t) for t in joined], dtype=np.int64)
+        token_ids = np.zeros((len(joined), max(1, int(num.max()))), dtype=np.int64)
+        for i, t in enumerate(joined):
+            token_ids[i, :len(t)] = t
+        return vec, token_ids, num
 
     def _texts(self, ids: np.ndarray, num: np.ndarray) -> list[str]:
         return [self.asr_tokenizer.decode([t for t in row[:n].tolist() if t not in self._drop])
@@ -210,7 +257,11 @@ class OnnxCLSR:
         inputs = as_input_list(inputs)
         vecs, texts = [], []
         for start in range(0, len(inputs), batch_size):
-            vec, ids, num = self._run_speech(inputs[start:start + batch_size], sample_rate)
+            batch = inputs[start:start + batch_size]
+            if self.piece_seconds is None:
+                vec, ids, num = self._run_speech(batch, sample_rate)
+            else:
+                vec, ids, num = self._run_in_pieces(batch, batch_size, sample_rate)
             vecs.append(vec)
             if return_text:
                 texts.extend(self._texts(ids, num))

@@ -481,3 +481,24 @@ def test_a_few_samples_are_refused(tmp_path, samples):
     assert len(load_audio(p)) == 400  # one window is enough
     sf.write(p, np.full(2000, 0.1, np.float32), 4000)
     assert len(load_audio(p)) == 8000  # 4 kHz is allowed
+
+
+def test_pause_cuts_split_long_input_into_even_pieces_at_its_pauses():
+    from funasr_clsr.audio import pause_cuts
+
+    sr = 16000
+    rng = np.random.default_rng(0)
+    x = (0.1 * rng.standard_normal(sr * 30)).astype(np.float32)
+    x[int(15.5 * sr):int(15.8 * sr)] = 0.0  # a pause near the middle, where the one cut belongs
+    cuts = pause_cuts(x, sr, max_seconds=20)
+    assert cuts[0] == 0 and cuts[-1] == len(x) and len(cuts) == 3
+    assert 15.5 * sr <= cuts[1] < 15.8 * sr
+    # no pause: three even pieces of 10 s, each cut within 30 % of a piece from its even place
+    y = (0.1 * rng.standard_normal(sr * 30)).astype(np.float32)
+    cuts = pause_cuts(y, sr, max_seconds=12)
+    assert len(cuts) == 4 and all(abs(c - i * 10 * sr) <= 3 * sr for i, c in enumerate(cuts))
+    assert pause_cuts(y[:sr * 12], sr, max_seconds=12) == [0, sr * 12]  # short enough: one piece
+    with pytest.raises(ValueError, match="max_seconds must be positive"):
+        pause_cuts(y, sr, max_seconds=0)
+    with pytest.raises(ValueError, match="search must be in"):
+        pause_cuts(y, sr, max_seconds=12, search=0.5)

@@ -22,10 +22,8 @@ def as_input_list(inputs) -> list:
     return list(inputs)
 
 
-def load_speech_features(frontend, inputs, sample_rate: int | None = None):
-    """fbank features for wav paths / arrays with ``frontend``: (feats, lengths, seconds of audio)."""
-    from funasr.utils.load_utils import extract_fbank
-
+def load_speech_waves(frontend, inputs, sample_rate: int | None = None) -> list:
+    """Mono float32 arrays at ``frontend.fs`` for wav paths / arrays (a silent one is logged)."""
     from funasr_clsr.audio import is_silent, load_audio
 
     if frontend is None:
@@ -36,8 +34,21 @@ def load_speech_features(frontend, inputs, sample_rate: int | None = None):
         if is_silent(wav):
             logging.warning("input %s is silent; its embedding carries no content",
                             item if isinstance(item, str) else "<array>")
-        wavs.append(torch.from_numpy(wav))
-    feats, lengths = extract_fbank(wavs, data_type="sound", frontend=frontend)
+        wavs.append(wav)
+    return wavs
+
+
+def features_from_waves(frontend, wavs: Sequence):
+    """(feats, lengths) of mono float32 arrays already at ``frontend.fs``."""
+    from funasr.utils.load_utils import extract_fbank
+
+    return extract_fbank([torch.from_numpy(w) for w in wavs], data_type="sound", frontend=frontend)
+
+
+def load_speech_features(frontend, inputs, sample_rate: int | None = None):
+    """fbank features for wav paths / arrays with ``frontend``: (feats, lengths, seconds of audio)."""
+    wavs = load_speech_waves(frontend, inputs, sample_rate)
+    feats, lengths = features_from_waves(frontend, wavs)
     return feats, lengths, sum(len(w) for w in wavs) / frontend.fs
 
 

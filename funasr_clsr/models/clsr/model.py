@@ -28,10 +28,12 @@ from funasr.models.transformer.utils.nets_utils import make_pad_mask
 from funasr.register import tables
 from funasr.train_utils.device_funcs import force_gatherable
 
+from funasr_clsr.audio import pause_cuts
 from funasr_clsr.models.clsr.alignment import cif_alpha_targets, ctc_token_frames
 from funasr_clsr.models.clsr.losses import NegativeBank, mwer_negative_sampling, symmetric_info_nce
 from funasr_clsr.models.clsr.vq import VQAdaptor
-from funasr_clsr.models.dual_encoder import as_input_list, load_speech_features
+from funasr_clsr.models.dual_encoder import (as_input_list, features_from_waves, load_speech_features,
+                                             load_speech_waves)
 from funasr_clsr.models.fused_attention import use_fused_attention
 from funasr_clsr.text_encoder import TextEncoder
 from funasr_clsr.tokenizer import WordPieceTokenizer, read_token_list
@@ -74,6 +76,7 @@ class CLSR(Paraformer):
         mwer_paths: int = 4,
         cif_align_weight: float = 0.0,
         ctc_readout: bool = False,
+        piece_seconds: float | None = None,
         freeze_text_encoder: bool = True,
         freeze_speech_branch: bool = False,
         fused_attention: bool = True,
@@ -139,6 +142,12 @@ class CLSR(Paraformer):
             nn.init.zeros_(self.decoder.output_layer.weight)  # the sum starts as the CTC read-out
             if self.decoder.output_layer.bias is not None:
                 nn.init.zeros_(self.decoder.output_layer.bias)
+        # Inference on inputs longer than this: decoded in pieces cut at pauses, their tokens joined
+        # before the text encoder. The CIF/decoder head was trained on utterances of <= 12 s and reads
+        # 40 s windows and whole paragraphs worse (recipes/mini_spoken_squad/README.md, "Decoding in pieces").
+        if piece_seconds is not None and not float(piece_seconds) > 0:
+            raise ValueError(f"piece_seconds must be positive (or null for whole inputs), got {piece_seconds}")
+        self.piece_seconds = float(piece_seconds) if piece_seconds is not None else None
         self.use_vq = use_vq
         self.freeze_text_encoder = freeze_text_encoder
         self.freeze_speech_branch = freeze_speech_branch
@@ -198,6 +207,22 @@ class CLSR(Paraformer):
                 if name != "text_encoder":
                     child.eval()
         return self
+
+    def calc_predictor(self, encoder_out, encoder_out_lens):
+        """Paraformer's CIF at inference, safe for a batch whose last item fires no token.
+
+        funasr 1.4.16's ``cif_v1`` indexes one past its fired frames when the batch's *last* item
+        fires nothing (a short or silent input after speech: the tail piece of a recording) and
+        raises IndexError; one item at a time it returns that item's zero frames instead.
+        """
+        try:
+            return super().calc_predictor(encoder_out, encoder_out_lens)
+        except IndexError:
+            items = [super(CLSR, self).calc_predictor(encoder_out[i:i + 1], encoder_out_lens[i:i + 1])
+                     for i in range(encoder_out.size(0))]
+        width = max(item[0].size(1) for item in items)
+        acoustic = torch.cat([F.pad(item[0], (0, 0, 0, width - item[0].size(1))) for item in items])
+        return (acoustic, *(torch.cat([item[k] for item in items]) for k in (1, 2, 3)))
 
     def on_pretrained_model_loaded(self, loaded_keys: frozenset) -> None:
         """Report what an init checkpoint (e.g. a Paraformer with another vocabulary) did not cover."""
@@ -438,6 +463,16 @@ class CLSR(Paraformer):
         """fbank features for wav paths / arrays, with the model's own frontend."""
         return load_speech_features(self.frontend, inputs, sample_rate)
 
+    def _pieces(self, inputs: Sequence, sample_rate: int | None):
+        """(pieces, owner): each input cut at pauses into pieces of about ``piece_seconds``."""
+        sr = int(self.frontend.fs)
+        pieces, owner = [], []
+        for i, wav in enumerate(load_speech_waves(self.frontend, inputs, sample_rate)):
+            cuts = pause_cuts(wav, sr, self.piece_seconds)
+            pieces += [wav[a:b] for a, b in zip(cuts[:-1], cuts[1:])]
+            owner += [i] * (len(cuts) - 1)
+        return pieces, owner
+
     @torch.no_grad()
     def _decode(self, feats, lengths):
         """Posteriors on the CIF embeddings (no sampler at inference) and tokens per utterance."""
@@ -462,8 +497,28 @@ class CLSR(Paraformer):
         """(logits, hidden, n_text) per batch of ``batch_size`` inputs (paths or arrays)."""
         inputs = as_input_list(inputs)
         for start in range(0, len(inputs), batch_size):
-            feats, lengths, _ = self._features(inputs[start:start + batch_size], sample_rate)
-            yield self._decode(feats, lengths)
+            batch = inputs[start:start + batch_size]
+            if self.piece_seconds is None:
+                feats, lengths, _ = self._features(batch, sample_rate)
+                yield self._decode(feats, lengths)
+            else:
+                yield self._decode_in_pieces(batch, batch_size, sample_rate)
+
+    def _decode_in_pieces(self, inputs, batch_size: int, sample_rate: int | None):
+        """:meth:`_decode` of each input's pieces, the pieces' tokens joined back per input."""
+        pieces, owner = self._pieces(inputs, sample_rate)
+        logits, hidden = [], []
+        for start in range(0, len(pieces), batch_size):
+            feats, lengths = features_from_waves(self.frontend, pieces[start:start + batch_size])
+            lg, hd, n_text = self._decode(feats, lengths)
+            logits += [row[:n] for row, n in zip(lg, n_text.tolist())]
+            hidden += [row[:n] for row, n in zip(hd, n_text.tolist())]
+        joined = [[k for k, o in enumerate(owner) if o == i] for i in range(len(inputs))]
+        logits = [torch.cat([logits[k] for k in ks]) for ks in joined]
+        hidden = [torch.cat([hidden[k] for k in ks]) for ks in joined]
+        n_text = torch.tensor([x.size(0) for x in logits], dtype=torch.long)
+        pad = nn.utils.rnn.pad_sequence
+        return pad(logits, batch_first=True), pad(hidden, batch_first=True), n_text.to(logits[0].device)
 
     @torch.no_grad()
     @in_eval_mode

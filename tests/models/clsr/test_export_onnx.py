@@ -345,3 +345,36 @@ def test_bad_exports_and_stale_or_foreign_onnx_files_are_one_line_errors(sanm_di
     rc = main(["query", "--model", str(work), "--index", str(tmp_path / "idx"), "--backend", "onnx", "who"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "format version 2, this funasr_clsr reads version 1" in err[0]
+
+
+def test_piece_seconds_decodes_in_pieces_on_both_backends(whisper_dir, pair_dir, tmp_path):
+    """model_conf.piece_seconds from config.yaml: torch joins the pieces' decoder outputs, onnxruntime
+    their token ids through the text graph; the vectors agree, and a no-VQ model is refused."""
+    import shutil
+
+    from funasr import AutoModel
+
+    from funasr_clsr.onnx_runtime import OnnxCLSR, OnnxModelError
+
+    src, _ = whisper_dir
+    out = tmp_path / "pieced"
+    shutil.copytree(src, out)
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    cfg["model_conf"]["piece_seconds"] = 1.5
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg))
+    am = AutoModel(model=str(out), device="cpu", disable_update=True, log_level="ERROR")
+    assert am.model.piece_seconds == 1.5
+    am.export(type="onnx", quantize=True)  # the identity covers config.yaml: the old graphs are stale
+    inputs = _inputs(pair_dir)
+    ref, ref_text = am.model.encode_speech(inputs, batch_size=3, return_text=True)
+    fp32 = OnnxCLSR(out, quantize=False, intra_op_num_threads=1)
+    vec, text = fp32.encode_speech(inputs, batch_size=3, return_text=True)
+    assert text == ref_text
+    assert _cosines(vec, ref.numpy()).min() >= 0.9999
+    # "text": recordings at the speech graph's fp32, questions int8
+    mixed = OnnxCLSR(out, quantize="text", intra_op_num_threads=1)
+    np.testing.assert_allclose(mixed.encode_speech(inputs, batch_size=3), vec, atol=1e-6)
+    cfg["model_conf"]["use_vq"] = False
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(OnnxModelError, match="piece_seconds needs the VQ adaptor"):
+        OnnxCLSR(out, quantize=False, intra_op_num_threads=1)

@@ -477,3 +477,50 @@ def test_ctc_readout_starts_the_decoder_as_the_ctc_head_on_cif_embeddings(cmvn):
         build_tiny(frontend_cmvn=cmvn, sampling_ratio=0.5, ctc_readout=True, ctc_weight=0.3)
     with pytest.raises(ValueError, match="ctc_readout needs the CTC head"):
         build_tiny(frontend_cmvn=cmvn, sampling_ratio=0.0, ctc_readout=True, ctc_weight=0.0, cif_align_weight=0.0)
+
+
+def test_batch_whose_last_item_fires_no_cif_token_decodes(tiny):
+    """funasr 1.4.16's cif_v1 indexes past its fired frames when only the batch's last item fires
+    nothing (here: no frames at all); CLSR's calc_predictor then runs the items one by one."""
+    from funasr.models.paraformer.model import Paraformer
+
+    m = tiny.model.eval()
+    torch.manual_seed(0)
+    enc = torch.randn(2, 40, m.encoder.output_size())
+    lens = torch.tensor([40, 0])
+    with torch.no_grad():
+        with pytest.raises(IndexError):
+            Paraformer.calc_predictor(m, enc, lens)
+        acoustic, token_num, alphas, peaks = m.calc_predictor(enc, lens)
+        own = m.calc_predictor(enc[:1], lens[:1])
+    assert float(own[1][0]) >= 1 and token_num[1] < 1 and acoustic.size(0) == 2
+    torch.testing.assert_close(acoustic[0, :own[0].size(1)], own[0][0])
+    torch.testing.assert_close(alphas[0], own[2][0])
+    assert not acoustic[1].any()
+
+
+def test_piece_seconds_decodes_long_input_in_pieces_and_joins_their_tokens(cmvn, pair_dir):
+    from funasr_clsr.audio import load_audio, pause_cuts
+
+    whole = build_tiny(frontend_cmvn=cmvn).model.eval()
+    pieced = build_tiny(frontend_cmvn=cmvn, piece_seconds=1.0).model.eval()
+    pieced.load_state_dict(whole.state_dict())
+    wavs = [str(pair_dir / f"ctx{i}.wav") for i in range(3)]
+    audio = [load_audio(w) for w in wavs]
+    long_one = np.concatenate(audio)  # longer than 1 s: cut into pieces at its pauses
+    assert len(long_one) > 16000
+    cuts = pause_cuts(long_one, 16000, 1.0)
+    parts = [long_one[a:b] for a, b in zip(cuts[:-1], cuts[1:])]
+    # the pieces' own tokens, joined, are what the pieced model reads (in batches of 2 pieces too)
+    by_piece = [t for lg, _, n in whole._decoded_batches(parts, 8, None) for ids in whole._ids(lg, n) for t in ids]
+    logits, _, n_text = pieced._decode_in_pieces([long_one], 2, None)
+    assert pieced._ids(logits, n_text) == [by_piece]
+    short = long_one[:15000]
+    vec, text = pieced.encode_speech([long_one, short], batch_size=2, return_text=True)
+    assert text[0] == whole.asr_tokenizer.decode(by_piece)
+    # an input no longer than a piece is decoded whole, as without the option
+    torch.testing.assert_close(vec[1], whole.encode_speech([short])[0], rtol=1e-4, atol=1e-5)
+    assert text[1] == whole.transcribe([short])[0]
+    assert vec.shape == (2, whole.text_encoder.hidden_size)
+    with pytest.raises(ValueError, match="piece_seconds must be positive"):
+        build_tiny(frontend_cmvn=cmvn, piece_seconds=0)

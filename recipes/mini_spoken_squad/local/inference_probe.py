@@ -1,16 +1,21 @@
-"""Does the CIF predictor fire too often? WER and retrieval with its token count scaled at inference.
+"""How two inference settings of the CLSR head change WER and retrieval: the CIF token count scaled,
+and long inputs decoded in pieces.
 
-    python local/cif_count_probe.py --model exp/full/clsr/model --jsonl data/full/qa_dev.jsonl \
-        --scale 1.0 --scale 0.9 --scale 0.85 --scale 0.8 [--json out.json]
+    python local/inference_probe.py --model exp/full/clsr/model --jsonl data/full/qa_dev.jsonl \
+        --scale 1.0 --scale 0.9 --piece 0 --piece 12 [--json out.json]
 
-The CLSR head's transcripts have many more insertions than deletions (words doubled: "the the",
-"american american"). For each ``--scale`` this decodes every context of ``--jsonl`` with the CIF
-token count set to ``round(scale x the predictor's own count)`` (FunASR's ``target_label_length``,
-the same rescaling of the CIF weights that training does with the true length), then reports the
-WER split into substitutions / deletions / insertions, words per reference word, and Q->C recall
-of the jsonl's text questions against those contexts. Scale 1.0 is the model as it ships.
-Run it on qa_dev to choose, on qa_test to confirm. With FUNASR_CLSR_ENCODER_CACHE pointing at the
-recipe's encoder cache the frozen Whisper encoder is not recomputed.
+``--scale`` (repeatable, default 1.0): the CIF token count set to ``round(scale x the predictor's own
+count)`` (FunASR's ``target_label_length``, the same rescaling of the CIF weights that training does
+with the true length). The head's transcripts have more insertions than deletions (words doubled:
+"the the"); a scale below 1 asks whether it fires too often.
+``--piece`` (repeatable; default: the model's own ``model_conf.piece_seconds``): inputs longer than
+this many seconds decoded in pieces cut at pauses (``CLSR.piece_seconds``); 0 decodes every input whole.
+For each combination this decodes every context of ``--jsonl`` and reports the WER split into
+substitutions / deletions / insertions, words per reference word, and Q->C recall of the jsonl's
+text questions against those contexts. Run it on qa_dev to choose, on qa_test to confirm. With
+FUNASR_CLSR_ENCODER_CACHE pointing at the recipe's encoder cache the frozen Whisper encoder is not
+recomputed for inputs it has seen (pieces are new inputs to it).
+(Until 2026-12-08 this was ``local/cif_count_probe.py``, with ``--scale`` only.)
 """
 from __future__ import annotations
 
@@ -44,7 +49,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="exported CLSR model directory")
     p.add_argument("--jsonl", required=True, help="qa jsonl (source, target, question, context_id)")
-    p.add_argument("--scale", type=float, action="append", required=True)
+    p.add_argument("--scale", type=float, action="append", help="CIF token-count scale (default 1.0)")
+    p.add_argument("--piece", type=float, action="append",
+                   help="piece length in seconds, 0 = whole inputs (default: the model's piece_seconds)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", help="write the rows here")
@@ -69,14 +76,20 @@ def main(argv=None) -> int:
     questions = model.encode_text([r["question"] for r in rows])
     refs = [contexts[k]["target"] for k in ids]
     out = []
-    for scale in args.scale:
+    own_piece = model.piece_seconds
+    settings = [(scale, piece) for scale in (args.scale or [1.0])
+                for piece in (args.piece or [own_piece or 0.0])]
+    for scale, piece in settings:
+        if piece < 0:
+            raise SystemExit(f"--piece must be 0 (whole inputs) or a positive number of seconds, got {piece}")
         state["scale"] = scale
+        model.piece_seconds = piece or None
         start = time.time()
         vecs, hyps = model.encode_speech([contexts[k]["source"] for k in ids], batch_size=args.batch_size,
                                          return_text=True)
         wer = word_error_rate(refs, hyps)
         n = wer["ref_words"]
-        row = {"scale": scale, "wer": round(wer["wer"], 2),
+        row = {"scale": scale, "piece_seconds": piece, "wer": round(wer["wer"], 2),
                "sub": round(100 * wer["substitutions"] / n, 2), "del": round(100 * wer["deletions"] / n, 2),
                "ins": round(100 * wer["insertions"] / n, 2),
                "hyp_words_per_ref_word": round(sum(len(h.split()) for h in hyps) / n, 3),
