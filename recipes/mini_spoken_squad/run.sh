@@ -222,6 +222,10 @@ esac
 if [ -n "${release_lr}" ] && ! [[ "${release_lr}" =~ ^[0-9]*\.?[0-9]+([eE]-?[0-9]+)?$ ]]; then
   echo "run.sh: --release-lr ${release_lr}: expected a positive number such as 0.0002 or 2e-4" >&2; exit 1
 fi
+if [ "${release}" = none ] && { [ "${release_top_blocks}" -gt 0 ] || [ -n "${release_lr}" ]; }; then
+  echo "run.sh: --release-top-blocks / --release-lr set the epochs on top of a release, and there is none (--release none or the SAN-M branch)" >&2
+  exit 1
+fi
 if [ "${release}" != none ] && [ ! -f "${release}/MANIFEST.json" ]; then
   echo "run.sh: --release ${release}: no released checkpoint there (MANIFEST.json); pass --release none to train without one" >&2
   exit 1

@@ -141,6 +141,10 @@ def test_release_continuation_can_train_the_top_encoder_blocks_as_release_step_4
     assert bad_lr.returncode == 1 and "--release-lr fast: expected a positive number" in bad_lr.stderr
     for lr in ("2e-4", "0.0002", "1E-3"):
         assert _stage3(rec, fake, "--speech-branch", "whisper", "--release", "release/r1", "--release-lr", lr).returncode == 0
+    # without a release they would have been ignored: refused instead
+    for opt, value in (("--release-top-blocks", "2"), ("--release-lr", "2e-4")):
+        none = _stage3(rec, fake, "--speech-branch", "whisper", "--release", "none", opt, value)
+        assert none.returncode == 1 and "there is none (--release none" in none.stderr, opt
 
 
 def test_ctc_readout_option_reaches_every_training_call(tmp_path):
