@@ -219,7 +219,8 @@ esac
 case "${release_top_blocks}" in ''|*[!0-9]*)
   echo "run.sh: --release-top-blocks ${release_top_blocks}: expected a whole number of encoder blocks (0 = frozen)" >&2; exit 1 ;;
 esac
-if [ -n "${release_lr}" ] && ! [[ "${release_lr}" =~ ^[0-9]*\.?[0-9]+([eE]-?[0-9]+)?$ ]]; then
+check_joint_options run.sh || exit 1
+if [ -n "${release_lr}" ] && ! [[ "${release_lr}" =~ ${positive_number_re} ]]; then
   echo "run.sh: --release-lr ${release_lr}: expected a positive number such as 0.0002 or 2e-4" >&2; exit 1
 fi
 if [ "${release}" = none ] && { [ "${release_top_blocks}" -gt 0 ] || [ -n "${release_lr}" ]; }; then

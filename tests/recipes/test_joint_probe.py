@@ -40,6 +40,8 @@ def test_probe_scores_the_stage3_checkpoint_and_a_short_joint_run(pair_dir, cmvn
     te = _text_encoder_with_weights(tmp_path)
     missing = _probe("--name", "step0", "--no-train", data=data, exp=exp, text_encoder=te)
     assert missing.returncode == 1 and "asr/model.pt not found: run stages 0-3" in missing.stderr
+    bad_lr = _probe("--name", "step0", "--no-train", "--joint-lr", "fast", data=data, exp=exp, text_encoder=te)
+    assert bad_lr.returncode == 1 and "--joint-lr fast: expected a positive number" in bad_lr.stderr
 
     (exp / "lang").mkdir(parents=True)
     shutil.copy(TINY_TE / "vocab.txt", exp / "lang" / "tokens.txt")

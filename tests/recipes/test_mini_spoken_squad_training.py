@@ -141,6 +141,16 @@ def test_release_continuation_can_train_the_top_encoder_blocks_as_release_step_4
     assert bad_lr.returncode == 1 and "--release-lr fast: expected a positive number" in bad_lr.stderr
     for lr in ("2e-4", "0.0002", "1E-3"):
         assert _stage3(rec, fake, "--speech-branch", "whisper", "--release", "release/r1", "--release-lr", lr).returncode == 0
+    # the stage-4 options (conf/joint.sh) are checked the same way, before anything runs
+    for opt, value, message in (("--joint-lr", "fast", "--joint-lr fast: expected a positive number"),
+                                ("--joint-warmup", "1.5", "--joint-warmup 1.5: expected a whole number"),
+                                ("--joint-batch", "0", "--joint-batch 0: expected a positive whole number"),
+                                ("--joint-nce-weight", "-1", "--joint-nce-weight -1: expected a number in [0, 1]"),
+                                ("--joint-mae-weight", "0.5", "is over 1")):
+        bad = _stage3(rec, fake, "--speech-branch", "whisper", "--release", "release/r1", opt, value)
+        assert bad.returncode == 1 and message in bad.stderr and bad.stderr.count("\n") == 1, (opt, bad.stderr)
+    assert _stage3(rec, fake, "--speech-branch", "whisper", "--release", "release/r1", "--joint-lr", "1e-4",
+                   "--joint-nce-weight", "0.5", "--joint-mae-weight", "0.5").returncode == 0
     # without a release they would have been ignored: refused instead
     for opt, value in (("--release-top-blocks", "2"), ("--release-lr", "2e-4")):
         none = _stage3(rec, fake, "--speech-branch", "whisper", "--release", "none", opt, value)

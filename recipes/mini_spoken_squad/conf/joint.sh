@@ -12,6 +12,28 @@ joint_mae_weight=0.0  # On this recipe's 20-60 s contexts the ASR loss pulled th
                       # lifted R@1 7.7 -> 10.7 on the probe subset. ASR/MAE stay on for the ASR-only
                       # cascade and for clsr_no_pretrain, which have nothing else to learn from.
 
+# A positive decimal such as 0.0002 or 2e-4 (what the trainer's ++ overrides take as a number).
+positive_number_re='^[0-9]*\.?[0-9]+([eE]-?[0-9]+)?$'
+# One-line refusals of --joint-* values the trainer would otherwise get as strings or out of range;
+# $1 = the script name for the message. Returns 1 after printing the first problem.
+check_joint_options() {
+  local who=$1
+  [[ "${joint_lr}" =~ ${positive_number_re} ]] ||
+    { echo "${who}: --joint-lr ${joint_lr}: expected a positive number such as 5e-5" >&2; return 1; }
+  [[ "${joint_warmup}" =~ ^[0-9]+$ ]] ||
+    { echo "${who}: --joint-warmup ${joint_warmup}: expected a whole number of steps" >&2; return 1; }
+  [[ "${joint_batch}" =~ ^[1-9][0-9]*$ ]] ||
+    { echo "${who}: --joint-batch ${joint_batch}: expected a positive whole number of 10 ms frames" >&2; return 1; }
+  local w
+  for w in nce mae; do
+    local v="joint_${w}_weight"
+    [[ "${!v}" =~ ${positive_number_re} ]] ||
+      { echo "${who}: --joint-${w}-weight ${!v}: expected a number in [0, 1]" >&2; return 1; }
+  done
+  awk -v n="${joint_nce_weight}" -v m="${joint_mae_weight}" 'BEGIN { exit !(n + m <= 1) }' ||
+    { echo "${who}: --joint-nce-weight ${joint_nce_weight} + --joint-mae-weight ${joint_mae_weight} is over 1 (the ASR weight is 1 minus both)" >&2; return 1; }
+}
+
 # The trainer's ++overrides of a stage-4 run; $1 = the Paraformer sampler ratio.
 joint_overrides() {
   echo "++optim_conf.lr=${joint_lr} ++scheduler_conf.warmup_steps=${joint_warmup} ++model_conf.sampling_ratio=$1" \

@@ -54,6 +54,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ -n "${name}" ] || { echo "$0: --name is required" >&2; exit 1; }
+check_joint_options "$0" || exit 1
 
 repo=$(cd "${recipe_dir}/../.." && pwd)
 abspath() { case "$1" in /*) echo "$1" ;; *) echo "$(pwd)/$1" ;; esac; }
