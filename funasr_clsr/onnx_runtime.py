@@ -23,8 +23,8 @@ from typing import Sequence
 import numpy as np
 
 from funasr_clsr.models.clsr.export_meta import ONNX_FORMAT_VERSION, exported_paths, quantize_mode
-from funasr_clsr.audio import pause_cuts
-from funasr_clsr.models.dual_encoder import as_input_list, features_from_waves, load_speech_features, load_speech_waves
+from funasr_clsr.models.dual_encoder import (as_input_list, check_piece_seconds, features_from_waves, group_by_counts,
+                                             load_speech_features, load_speech_pieces)
 
 __all__ = ["OnnxCLSR", "OnnxModelError", "OnnxTextEncoder"]
 
@@ -71,6 +71,15 @@ def _session(path: Path, threads: int):
     return sess, meta
 
 
+def padded(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, mask) int64 arrays: ``rows`` right-padded with ``pad_id`` to the longest, 1 where real."""
+    lengths = np.array([len(r) for r in rows])
+    ids = np.full((len(rows), max(1, int(lengths.max(initial=0)))), pad_id, dtype=np.int64)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)] = r
+    return ids, (np.arange(ids.shape[1])[None, :] < lengths[:, None]).astype(np.int64)
+
+
 class OnnxTextEncoder:
     """The text encoder's graph (``model_eb.onnx``) with its tokenizer: the ONNX counterpart of
     :class:`funasr_clsr.text_encoder.TextEncoder` (``hidden_size``, ``tokenize``, ``encode``)."""
@@ -88,18 +97,16 @@ class OnnxTextEncoder:
         """Padded (ids, mask) int64 arrays with [CLS]/[SEP], truncated to max_length (as TextEncoder.tokenize)."""
         if is_query and self.query_instruction:
             texts = [self.query_instruction + t for t in texts]
-        ids, lengths = self.tokenizer.batch_encode(texts, self.max_length)
-        out = np.full((len(ids), max(lengths)), self.tokenizer.pad_id, dtype=np.int64)
-        for row, seq in enumerate(ids):
-            out[row, : len(seq)] = seq
-        mask = (np.arange(out.shape[1])[None, :] < np.asarray(lengths)[:, None]).astype(np.int64)
-        return out, mask
+        ids, _ = self.tokenizer.batch_encode(texts, self.max_length)
+        return padded(ids, self.tokenizer.pad_id)
+
+    def run(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """(B, H) unit vectors of padded ids that already hold [CLS]/[SEP]."""
+        return self.session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
 
     def encode(self, texts: Sequence[str], is_query: bool = False, batch_size: int = 64) -> np.ndarray:
-        vecs = []
-        for start in range(0, len(texts), batch_size):
-            ids, mask = self.tokenize(texts[start:start + batch_size], is_query=is_query)
-            vecs.append(self.session.run(None, {"input_ids": ids, "attention_mask": mask})[0])
+        vecs = [self.run(*self.tokenize(texts[start:start + batch_size], is_query=is_query))
+                for start in range(0, len(texts), batch_size)]
         return np.concatenate(vecs) if vecs else np.zeros((0, self.hidden_size), np.float32)
 
 
@@ -140,7 +147,10 @@ class OnnxCLSR:
         cfg = yaml.safe_load((d / "config.yaml").read_text(encoding="utf-8")) or {}
         check_model_format(cfg.get("clsr_format_version"), d, OnnxModelError)
         model_conf = cfg.get("model_conf") or {}
-        self.piece_seconds = model_conf.get("piece_seconds")
+        try:
+            self.piece_seconds = check_piece_seconds(model_conf.get("piece_seconds"))
+        except ValueError as err:
+            raise OnnxModelError(f"{d}/config.yaml: {err}") from None
         if self.piece_seconds is not None and not model_conf.get("use_vq", True):
             raise OnnxModelError(f"{d}/config.yaml: piece_seconds needs the VQ adaptor (use_vq) on the ONNX "
                                  "backend; set model_conf.piece_seconds: null")
@@ -182,7 +192,7 @@ class OnnxCLSR:
                                  f"frontend in config.yaml gives {self.frontend.output_size()}: re-export it")
         tok_conf = cfg.get("tokenizer_conf") or {}
         self.asr_tokenizer = WordPieceTokenizer(d / "tokens.txt", do_lower_case=tok_conf.get("do_lower_case", True))
-        te_dir = d / ((cfg.get("model_conf") or {}).get("text_encoder_conf") or {}).get("path", "text_encoder")
+        te_dir = d / (model_conf.get("text_encoder_conf") or {}).get("path", "text_encoder")
         self.text_encoder = OnnxTextEncoder(text_session, text_meta, te_dir / "vocab.txt")
         if self.piece_seconds is not None:
             # pieces' token ids, joined, go through the text graph: what the speech graph's VQ does
@@ -217,34 +227,20 @@ class OnnxCLSR:
                                        self._shrink_arena)
 
     def _run_in_pieces(self, inputs, batch_size: int, sample_rate: int | None):
-        """As :meth:`CLSR._decode_in_pieces`: the speech graph on each input's pieces, their tokens
+        """As :meth:`CLSR._decode_in_pieces`: the speech graph on the inputs' pieces, their tokens
         joined per input and embedded by the text graph (the VQ adaptor's rows are W_te's)."""
-        wavs = load_speech_waves(self.frontend, inputs, sample_rate)
-        sr = int(self.frontend.fs)
-        joined = []
-        for wav in wavs:
-            cuts = pause_cuts(wav, sr, self.piece_seconds)
-            pieces = [wav[a:b] for a, b in zip(cuts[:-1], cuts[1:])]
-            tokens = []
-            for start in range(0, len(pieces), batch_size):
-                feats, lengths = features_from_waves(self.frontend, pieces[start:start + batch_size])
-                _, ids, num = self._run_features(feats, lengths)
-                tokens += [t for row, n in zip(ids, num) for t in row[:n].tolist()]
-            joined.append(tokens)
+        pieces, counts = load_speech_pieces(self.frontend, inputs, self.piece_seconds, sample_rate)
+        tokens = []
+        for start in range(0, len(pieces), batch_size):
+            _, ids, num = self._run_features(*features_from_waves(self.frontend, pieces[start:start + batch_size]))
+            tokens += [row[:n].tolist() for row, n in zip(ids, num)]
+        joined = [[t for piece in group for t in piece] for group in group_by_counts(tokens, counts)]
         te = self._piece_text
         limit = te.max_length - 2
-        rows = [[te.tokenizer.cls_id, *self._to_text_ids[t[:limit]].tolist(), te.tokenizer.sep_id] for t in joined]
-        width = max(len(r) for r in rows)
-        ids = np.full((len(rows), width), te.tokenizer.pad_id, dtype=np.int64)
-        for i, r in enumerate(rows):
-            ids[i, :len(r)] = r
-        mask = (np.arange(width)[None, :] < np.array([len(r) for r in rows])[:, None]).astype(np.int64)
-        vec = te.session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
-        num = np.array([len(t) for t in joined], dtype=np.int64)
-        token_ids = np.zeros((len(joined), max(1, int(num.max()))), dtype=np.int64)
-        for i, t in enumerate(joined):
-            token_ids[i, :len(t)] = t
-        return vec, token_ids, num
+        vec = te.run(*padded([[te.tokenizer.cls_id, *self._to_text_ids[t[:limit]].tolist(), te.tokenizer.sep_id]
+                              for t in joined], te.tokenizer.pad_id))
+        token_ids, _ = padded(joined, 0)
+        return vec, token_ids, np.array([len(t) for t in joined], dtype=np.int64)
 
     def _texts(self, ids: np.ndarray, num: np.ndarray) -> list[str]:
         return [self.asr_tokenizer.decode([t for t in row[:n].tolist() if t not in self._drop])

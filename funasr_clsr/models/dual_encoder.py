@@ -38,6 +38,41 @@ def load_speech_waves(frontend, inputs, sample_rate: int | None = None) -> list:
     return wavs
 
 
+def check_piece_seconds(value) -> float | None:
+    """``model_conf.piece_seconds`` as a float, or None (whole inputs); anything else is a ValueError."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = float("nan")
+    if not seconds > 0:
+        raise ValueError(f"piece_seconds must be positive (or null for whole inputs), got {value!r}")
+    return seconds
+
+
+def load_speech_pieces(frontend, inputs, piece_seconds: float, sample_rate: int | None = None):
+    """(pieces, counts): each input's waveform cut at pauses (:func:`funasr_clsr.audio.pause_cuts`)
+    into pieces of about ``piece_seconds``, in input order, and how many pieces each input gave."""
+    from funasr_clsr.audio import pause_cuts
+
+    pieces, counts = [], []
+    for wav in load_speech_waves(frontend, inputs, sample_rate):
+        cuts = pause_cuts(wav, int(frontend.fs), piece_seconds)
+        pieces += [wav[a:b] for a, b in zip(cuts[:-1], cuts[1:])]
+        counts.append(len(cuts) - 1)
+    return pieces, counts
+
+
+def group_by_counts(items: Sequence, counts: Sequence[int]) -> list[list]:
+    """``items`` (one per piece, in order) back into one list per input, as ``counts`` says."""
+    groups, start = [], 0
+    for n in counts:
+        groups.append(list(items[start:start + n]))
+        start += n
+    return groups
+
+
 def features_from_waves(frontend, wavs: Sequence):
     """(feats, lengths) of mono float32 arrays already at ``frontend.fs``."""
     from funasr.utils.load_utils import extract_fbank

@@ -64,4 +64,6 @@ def test_pieces_are_rows_beside_whole_inputs(pair_dir, tmp_path):
         model.piece_seconds = row["piece_seconds"] or None
         hyps = model.transcribe([r["source"] for r in lines])
         assert row["wer"] == round(word_error_rate([r["target"] for r in lines], hyps)["wer"], 2)
-    assert model._pieces([lines[0]["source"]], None)[1] == [0, 0, 0]  # 1.4 s in 0.5 s pieces: three
+    from funasr_clsr.models.dual_encoder import load_speech_pieces
+
+    assert load_speech_pieces(model.frontend, [lines[0]["source"]], 0.5)[1] == [3]  # 1.4 s in 0.5 s pieces: three

@@ -28,12 +28,11 @@ from funasr.models.transformer.utils.nets_utils import make_pad_mask
 from funasr.register import tables
 from funasr.train_utils.device_funcs import force_gatherable
 
-from funasr_clsr.audio import pause_cuts
 from funasr_clsr.models.clsr.alignment import cif_alpha_targets, ctc_token_frames
 from funasr_clsr.models.clsr.losses import NegativeBank, mwer_negative_sampling, symmetric_info_nce
 from funasr_clsr.models.clsr.vq import VQAdaptor
-from funasr_clsr.models.dual_encoder import (as_input_list, features_from_waves, load_speech_features,
-                                             load_speech_waves)
+from funasr_clsr.models.dual_encoder import (as_input_list, check_piece_seconds, features_from_waves,
+                                             group_by_counts, load_speech_features, load_speech_pieces)
 from funasr_clsr.models.fused_attention import use_fused_attention
 from funasr_clsr.text_encoder import TextEncoder
 from funasr_clsr.tokenizer import WordPieceTokenizer, read_token_list
@@ -145,9 +144,7 @@ class CLSR(Paraformer):
         # Inference on inputs longer than this: decoded in pieces cut at pauses, their tokens joined
         # before the text encoder. The CIF/decoder head was trained on utterances of <= 12 s and reads
         # 40 s windows and whole paragraphs worse (recipes/mini_spoken_squad/README.md, "Decoding in pieces").
-        if piece_seconds is not None and not float(piece_seconds) > 0:
-            raise ValueError(f"piece_seconds must be positive (or null for whole inputs), got {piece_seconds}")
-        self.piece_seconds = float(piece_seconds) if piece_seconds is not None else None
+        self.piece_seconds = check_piece_seconds(piece_seconds)
         self.use_vq = use_vq
         self.freeze_text_encoder = freeze_text_encoder
         self.freeze_speech_branch = freeze_speech_branch
@@ -463,16 +460,6 @@ class CLSR(Paraformer):
         """fbank features for wav paths / arrays, with the model's own frontend."""
         return load_speech_features(self.frontend, inputs, sample_rate)
 
-    def _pieces(self, inputs: Sequence, sample_rate: int | None):
-        """(pieces, owner): each input cut at pauses into pieces of about ``piece_seconds``."""
-        sr = int(self.frontend.fs)
-        pieces, owner = [], []
-        for i, wav in enumerate(load_speech_waves(self.frontend, inputs, sample_rate)):
-            cuts = pause_cuts(wav, sr, self.piece_seconds)
-            pieces += [wav[a:b] for a, b in zip(cuts[:-1], cuts[1:])]
-            owner += [i] * (len(cuts) - 1)
-        return pieces, owner
-
     @torch.no_grad()
     def _decode(self, feats, lengths):
         """Posteriors on the CIF embeddings (no sampler at inference) and tokens per utterance."""
@@ -506,16 +493,15 @@ class CLSR(Paraformer):
 
     def _decode_in_pieces(self, inputs, batch_size: int, sample_rate: int | None):
         """:meth:`_decode` of each input's pieces, the pieces' tokens joined back per input."""
-        pieces, owner = self._pieces(inputs, sample_rate)
+        pieces, counts = load_speech_pieces(self.frontend, inputs, self.piece_seconds, sample_rate)
         logits, hidden = [], []
         for start in range(0, len(pieces), batch_size):
             feats, lengths = features_from_waves(self.frontend, pieces[start:start + batch_size])
             lg, hd, n_text = self._decode(feats, lengths)
             logits += [row[:n] for row, n in zip(lg, n_text.tolist())]
             hidden += [row[:n] for row, n in zip(hd, n_text.tolist())]
-        joined = [[k for k, o in enumerate(owner) if o == i] for i in range(len(inputs))]
-        logits = [torch.cat([logits[k] for k in ks]) for ks in joined]
-        hidden = [torch.cat([hidden[k] for k in ks]) for ks in joined]
+        logits = [torch.cat(group) for group in group_by_counts(logits, counts)]
+        hidden = [torch.cat(group) for group in group_by_counts(hidden, counts)]
         n_text = torch.tensor([x.size(0) for x in logits], dtype=torch.long)
         pad = nn.utils.rnn.pad_sequence
         return pad(logits, batch_first=True), pad(hidden, batch_first=True), n_text.to(logits[0].device)

@@ -374,6 +374,12 @@ def test_piece_seconds_decodes_in_pieces_on_both_backends(whisper_dir, pair_dir,
     # "text": recordings at the speech graph's fp32, questions int8
     mixed = OnnxCLSR(out, quantize="text", intra_op_num_threads=1)
     np.testing.assert_allclose(mixed.encode_speech(inputs, batch_size=3), vec, atol=1e-6)
+    for bad in (0, "fast"):
+        cfg["model_conf"]["piece_seconds"] = bad
+        (out / "config.yaml").write_text(yaml.safe_dump(cfg))
+        with pytest.raises(OnnxModelError, match=r"config.yaml: piece_seconds must be positive .* got "):
+            OnnxCLSR(out, quantize=False, intra_op_num_threads=1)
+    cfg["model_conf"]["piece_seconds"] = 1.5
     cfg["model_conf"]["use_vq"] = False
     (out / "config.yaml").write_text(yaml.safe_dump(cfg))
     with pytest.raises(OnnxModelError, match="piece_seconds needs the VQ adaptor"):
